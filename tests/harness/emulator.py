@@ -1,0 +1,277 @@
+"""The emulated EC2 API: moto's server, seeded with what real AWS has and moto lacks.
+
+Everything the playbooks do reaches it over real HTTP through ``AWS_ENDPOINT_URL``; no
+module is patched. On top of moto this adds, in one WSGI middleware:
+
+* the DLAMI images owned by ``amazon`` and their public SSM parameters, which cannot be
+  created through the public API (moto answers ``AccessDeniedException: reserved
+  parameter name``), so they are put straight into moto's backends;
+* a count of API calls per action, split into mutating and read-only, for the benchmarks
+  (``GET /_gpu_lab/calls``, ``DELETE /_gpu_lab/calls`` to reset).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import threading
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+ACCOUNT_ID = "123456789012"
+AMAZON_OWNER_ID = "898082745236"  # the account that publishes the Deep Learning AMIs
+DEFAULT_REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
+
+# Read-only API actions start with one of these verbs; everything else mutates.
+READ_ONLY_PREFIXES = ("Describe", "Get", "List")
+
+
+@dataclass(frozen=True)
+class DlamiLine:
+    """One published line of Deep Learning AMIs (its SSM parameter family)."""
+
+    parameter: str  # the part between .../ami/x86_64/ and /latest/ami-id
+    name_prefix: str
+    root_gib: int
+
+
+DLAMI_LINES = (
+    DlamiLine(
+        "oss-nvidia-driver-gpu-pytorch-2.7-ubuntu-22.04",
+        "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.7 (Ubuntu 22.04)",
+        75,
+    ),
+    DlamiLine(
+        "base-oss-nvidia-driver-gpu-ubuntu-24.04",
+        "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04)",
+        45,
+    ),
+)
+# Two releases per line, so "the latest" has something to choose between.
+DLAMI_RELEASES = ("20250915", "20251020")
+
+
+def dlami_parameter_name(line: DlamiLine) -> str:
+    return f"/aws/service/deeplearning/ami/x86_64/{line.parameter}/latest/ami-id"
+
+
+def _seed_region(account: str, region: str) -> dict[str, str]:
+    """Adds the DLAMI images and SSM parameters to one region; returns parameter -> AMI id."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.utils import random_ami_id
+    from moto.ssm.models import Parameter, ssm_backends
+
+    ec2 = ec2_backends[account][region]
+    ssm = ssm_backends[account][region]
+    published: dict[str, str] = {}
+    for line in DLAMI_LINES:
+        for n, release in enumerate(DLAMI_RELEASES):
+            ami = _SizedAmi(
+                ec2,
+                random_ami_id(),
+                name=f"{line.name_prefix} {release}",
+                description=f"Supported EC2 instances: G4dn, G5, G6, Gr6, G6e, P4, P4de, P5, P5e, P5en. {line.name_prefix}",
+                owner_id=AMAZON_OWNER_ID,
+                owner_alias="amazon",
+                public=True,
+                virtualization_type="hvm",
+                architecture="x86_64",
+                root_device_type="ebs",
+                region_name=f"{region}a",
+                creation_date=dt.datetime(2025, 9 + n, 15, tzinfo=dt.UTC),
+            )
+            ami.root_gib = line.root_gib
+            ec2.amis[ami.id] = ami
+            latest = ami.id
+        name = dlami_parameter_name(line)
+        ssm._parameters[name].append(
+            Parameter(
+                account_id=account,
+                name=name,
+                value=latest,
+                parameter_type="String",
+                description=None,
+                allowed_pattern=None,
+                keyid=None,
+                last_modified_date=dt.datetime.now(dt.UTC).timestamp(),
+                version=1,
+                data_type="aws:ec2:image",
+            )
+        )
+        published[name] = latest
+    return published
+
+
+class _SizedAmi:  # replaced by a real subclass on first use (moto imports are slow)
+    pass
+
+
+def _make_sized_ami_class() -> None:
+    """moto reports every AMI's root snapshot as 15 GiB; real DLAMIs need 45-75 GiB."""
+    global _SizedAmi
+    from moto.ec2.models.amis import Ami
+
+    class SizedAmi(Ami):
+        root_gib = 15
+
+        @property
+        def block_device_mappings(self) -> list[dict[str, Any]]:
+            mappings = super().block_device_mappings
+            for m in mappings:
+                if "Ebs" in m:
+                    m["Ebs"]["VolumeSize"] = self.root_gib
+                    m["Ebs"]["DeleteOnTermination"] = True
+                    m["Ebs"]["VolumeType"] = "gp3"
+            return mappings
+
+    _SizedAmi = SizedAmi  # type: ignore[misc,assignment]
+
+
+@dataclass
+class CallLog:
+    """API calls seen at the HTTP boundary, by service and action."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    calls: Counter[str] = field(default_factory=Counter)
+
+    def record(self, action: str) -> None:
+        with self.lock:
+            self.calls[action] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            calls = dict(self.calls)
+        mutating = {a: n for a, n in calls.items() if not a.split(":")[-1].startswith(READ_ONLY_PREFIXES)}
+        return {
+            "total": sum(calls.values()),
+            "mutating": sum(mutating.values()),
+            "read_only": sum(calls.values()) - sum(mutating.values()),
+            "by_action": calls,
+        }
+
+    def reset(self) -> None:
+        with self.lock:
+            self.calls.clear()
+
+
+def request_action(environ: dict[str, Any], body: bytes) -> str | None:
+    """The AWS action of a request: ``ec2:RunInstances``, ``ssm:GetParameter``..."""
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:  # JSON protocols (SSM, CloudWatch in JSON mode...)
+        prefix, _, action = target.partition(".")
+        service = JSON_TARGET_SERVICES.get(prefix.split("_")[0], prefix.lower())
+        return f"{service}:{action}"
+    form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+    if "Action" in form:
+        service = _service_from_auth(environ.get("HTTP_AUTHORIZATION", "")) or "aws"
+        return f"{service}:{form['Action'][0]}"
+    return None
+
+
+def _service_from_auth(auth: str) -> str | None:
+    # AWS4-HMAC-SHA256 Credential=KEY/20250101/us-east-1/ec2/aws4_request, ...
+    try:
+        return auth.split("Credential=")[1].split(",")[0].split("/")[3]
+    except IndexError:
+        return None
+
+
+JSON_TARGET_SERVICES = {"AmazonSSM": "ssm", "GraniteServiceVersion20100801": "monitoring"}
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args: Any, **kwargs: Any) -> None:  # one line per call is noise
+        pass
+
+
+Middleware = Callable[[dict[str, Any], bytes, str | None], tuple[int, dict[str, str], bytes] | None]
+
+
+class Emulator:
+    """moto's server on a loopback port, seeded, counting, with optional fault hooks."""
+
+    def __init__(self, port: int = 0, regions: Iterable[str] = DEFAULT_REGIONS) -> None:
+        self.regions = tuple(regions)
+        self.calls = CallLog()
+        self.interceptors: list[Middleware] = []  # fault injection hooks (reliability tests)
+        self._port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.dlami: dict[str, dict[str, str]] = {}
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() first"
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def env(self) -> dict[str, str]:
+        """What a process needs to talk to this emulator instead of AWS."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto accepts any key
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": self.regions[0],
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def start(self) -> Emulator:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        _make_sized_ami_class()
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server("127.0.0.1", self._port, self._wrap(app), threaded=True, request_handler=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="moto")
+        self._thread.start()
+        self.seed()
+        return self
+
+    def seed(self) -> None:
+        for region in self.regions:
+            self.dlami[region] = _seed_region(ACCOUNT_ID, region)
+
+    def reset(self) -> None:
+        """Forgets every resource (moto's reset) and seeds again."""
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"))  # noqa: S310
+        self.calls.reset()
+        self.seed()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _wrap(self, app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+        def middleware(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path == "/_gpu_lab/calls":
+                if environ["REQUEST_METHOD"] == "DELETE":
+                    self.calls.reset()
+                body = json.dumps(self.calls.snapshot()).encode()
+                start_response("200 OK", [("Content-Type", "application/json")])
+                return [body]
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length) if length else b""
+            action = request_action(environ, body)
+            if action:
+                self.calls.record(action)
+            for hook in self.interceptors:
+                answer = hook(environ, body, action)
+                if answer is not None:
+                    status, headers, payload = answer
+                    start_response(f"{status} ERROR", list(headers.items()))
+                    return [payload]
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            return app(environ, start_response)
+
+        return middleware
