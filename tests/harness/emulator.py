@@ -61,6 +61,21 @@ def dlami_parameter_name(line: DlamiLine) -> str:
     return f"/aws/service/deeplearning/ami/x86_64/{line.parameter}/latest/ami-id"
 
 
+def _seed_catalogue() -> None:
+    """moto's instance-type catalogue lacks p3.2xlarge, which AWS still sells."""
+    from moto.ec2.models.instance_types import INSTANCE_TYPES, InstanceType, InstanceTypeBackend
+
+    if "p3.2xlarge" not in INSTANCE_TYPES and "g5.2xlarge" in INSTANCE_TYPES:
+        p3 = json.loads(json.dumps(INSTANCE_TYPES["g5.2xlarge"]))
+        p3["InstanceType"] = "p3.2xlarge"
+        p3["GpuInfo"] = {
+            "Gpus": [{"Name": "V100", "Manufacturer": "NVIDIA", "Count": 1, "MemoryInfo": {"SizeInMiB": 16384}}],
+            "TotalGpuMemoryInMiB": 16384,
+        }
+        INSTANCE_TYPES["p3.2xlarge"] = p3
+        InstanceTypeBackend.instance_types.append(InstanceType("p3.2xlarge"))
+
+
 def _seed_region(account: str, region: str) -> dict[str, str]:
     """Adds the DLAMI images and SSM parameters to one region; returns parameter -> AMI id."""
     from moto.ec2.models import ec2_backends
@@ -69,6 +84,12 @@ def _seed_region(account: str, region: str) -> dict[str, str]:
 
     ec2 = ec2_backends[account][region]
     ssm = ssm_backends[account][region]
+    # moto gives an instance in a default subnet an auto-assigned public IP that changes on
+    # stop/start and hides the Elastic IP (AWS shows the EIP). With the flag off, moto's
+    # public IP is the EIP, as AWS reports it.
+    for subnets in ec2.subnets.values():
+        for subnet in subnets.values():
+            subnet.map_public_ip_on_launch = "false"
     published: dict[str, str] = {}
     for line in DLAMI_LINES:
         for n, release in enumerate(DLAMI_RELEASES):
@@ -76,7 +97,7 @@ def _seed_region(account: str, region: str) -> dict[str, str]:
                 ec2,
                 random_ami_id(),
                 name=f"{line.name_prefix} {release}",
-                description=f"Supported EC2 instances: G4dn, G5, G6, Gr6, G6e, P4, P4de, P5, P5e, P5en. {line.name_prefix}",
+                description=f"Supported EC2 instances: G4dn, G5, G6, Gr6, G6e, P4, P5. {line.name_prefix}",
                 owner_id=AMAZON_OWNER_ID,
                 owner_alias="amazon",
                 public=True,
@@ -226,13 +247,16 @@ class Emulator:
 
         _make_sized_ami_class()
         app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server("127.0.0.1", self._port, self._wrap(app), threaded=True, request_handler=_QuietHandler)
+        self._server = make_server(
+            "127.0.0.1", self._port, self._wrap(app), threaded=True, request_handler=_QuietHandler
+        )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="moto")
         self._thread.start()
         self.seed()
         return self
 
     def seed(self) -> None:
+        _seed_catalogue()
         for region in self.regions:
             self.dlami[region] = _seed_region(ACCOUNT_ID, region)
 

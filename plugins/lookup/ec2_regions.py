@@ -1,0 +1,45 @@
+"""Lookup plugin: the EC2 regions botocore knows, without asking AWS."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: ec2_regions
+author: gpu_lab developers
+short_description: The EC2 regions known to botocore, offline
+description:
+  - Returns the region names for which botocore has an EC2 endpoint, in every partition
+    (aws, aws-cn, aws-us-gov), from the data that ships with botocore; no API call.
+  - Used to reject a mistyped region before anything is created.
+options: {}
+"""
+
+EXAMPLES = r"""
+- name: Refuse an unknown region
+  ansible.builtin.assert:
+    that: region in lookup('csdl.gpu_lab.ec2_regions', wantlist=True)
+"""
+
+RETURN = r"""
+_raw:
+  description: Region names, sorted.
+  type: list
+  elements: str
+"""
+
+from typing import Any
+
+from ansible.errors import AnsibleLookupError
+from ansible.plugins.lookup import LookupBase
+
+
+class LookupModule(LookupBase):
+    def run(self, terms: list[Any], variables: dict[str, Any] | None = None, **kwargs: Any) -> list[str]:
+        try:
+            import botocore.session
+        except ImportError as e:
+            raise AnsibleLookupError("csdl.gpu_lab.ec2_regions needs botocore (pip install boto3)") from e
+        session = botocore.session.get_session()
+        regions: set[str] = set()
+        for partition in session.get_available_partitions():
+            regions.update(session.get_available_regions("ec2", partition_name=partition))
+        return sorted(regions)

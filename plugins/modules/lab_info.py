@@ -1,0 +1,239 @@
+#!/usr/bin/python
+# Copyright: gpu_lab developers
+# MIT License
+"""Read-only discovery of one lab's AWS resources, in one round of parallel calls."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: lab_info
+short_description: Find everything a gpu_lab lab has in AWS, in one read-only step
+version_added: 0.1.0
+description:
+  - Finds a lab's instance, Elastic IPs, security group and key pair by the lab's tag and
+    names, and describes the wanted instance type, with the describe calls made in parallel.
+  - The lab's playbooks act on what this returns, so a run on an unchanged lab makes no
+    mutating call at all, and failures (credentials, unknown type) surface before anything
+    is created.
+  - Never changes anything.
+author: gpu_lab developers
+options:
+  lab:
+    description: The lab's name (value of the C(gpu_lab:lab) tag).
+    type: str
+    required: true
+  key_name:
+    description: Name of the lab's key pair.
+    type: str
+  security_group_name:
+    description: Name of the lab's security group.
+    type: str
+  instance_type:
+    description: An instance type to describe (whether it exists in the region, its GPUs).
+    type: str
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+"""
+
+EXAMPLES = r"""
+- name: Find the csdl lab
+  csdl.gpu_lab.lab_info:
+    region: us-east-1
+    lab: csdl
+    key_name: csdl-server
+    security_group_name: csdl-ssh
+    instance_type: g6.xlarge
+  register: lab
+"""
+
+RETURN = r"""
+instance:
+  description: The lab's live instance (pending, running, stopping or stopped), or an empty dict.
+  returned: always
+  type: dict
+  sample: {id: i-0abc, state: running, type: g6.xlarge, zone: us-east-1a, public_ip: 203.0.113.5}
+instance_count:
+  description: How many live instances carry the lab's tag (more than 1 means a duplicate).
+  returned: always
+  type: int
+instances:
+  description: Every live instance of the lab, oldest first (same keys as O(instance)).
+  returned: always
+  type: list
+  elements: dict
+addresses:
+  description: The lab's Elastic IPs (public_ip, allocation_id, association_id, instance_id).
+  returned: always
+  type: list
+  elements: dict
+security_group:
+  description: The lab's security group (group_id, vpc_id, ingress rules), or an empty dict.
+  returned: always
+  type: dict
+key_pair:
+  description: The lab's key pair (name, id, fingerprint, type), or an empty dict.
+  returned: always
+  type: dict
+instance_type:
+  description: The described instance type (name, exists, gpus), or an empty dict.
+  returned: always
+  type: dict
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+try:
+    import botocore.exceptions
+except ImportError:
+    pass  # AnsibleAWSModule reports a missing botocore
+
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
+
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+CREDENTIAL_ERRORS = {"AuthFailure", "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken",
+                     "RequestExpired", "SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredTokenException"}
+
+
+def _instances(ec2: Any, lab: str) -> list[dict[str, Any]]:
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=[
+        {"Name": "tag:gpu_lab:lab", "Values": [lab]},
+        {"Name": "instance-state-name", "Values": LIVE_STATES},
+    ])
+    found = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+    found.sort(key=lambda i: i["LaunchTime"])
+    return [{
+        "id": i["InstanceId"],
+        "state": i["State"]["Name"],
+        "type": i["InstanceType"],
+        "zone": i["Placement"]["AvailabilityZone"],
+        "image": i.get("ImageId", ""),
+        "launch_time": i["LaunchTime"].isoformat(),
+        "public_ip": i.get("PublicIpAddress", ""),
+        "key_name": i.get("KeyName", ""),
+        "subnet_id": i.get("SubnetId", ""),
+        "security_groups": [g["GroupId"] for g in i.get("SecurityGroups", [])],
+        "root_volume_ids": [m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", []) if "Ebs" in m],
+        "tags": boto3_tag_list_to_ansible_dict(i.get("Tags", [])),
+    } for i in found]
+
+
+def _addresses(ec2: Any, lab: str) -> list[dict[str, Any]]:
+    found = ec2.describe_addresses(Filters=[{"Name": "tag:gpu_lab:lab", "Values": [lab]}])["Addresses"]
+    return [{
+        "public_ip": a["PublicIp"],
+        "allocation_id": a.get("AllocationId", ""),
+        "association_id": a.get("AssociationId", ""),
+        "instance_id": a.get("InstanceId", ""),
+    } for a in found]
+
+
+def _security_group(ec2: Any, name: str | None) -> dict[str, Any]:
+    if not name:
+        return {}
+    groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
+    if not groups:
+        return {}
+    g = groups[0]
+    return {
+        "group_id": g["GroupId"],
+        "vpc_id": g.get("VpcId", ""),
+        "ingress": [{
+            "protocol": p.get("IpProtocol"),
+            "from_port": p.get("FromPort"),
+            "to_port": p.get("ToPort"),
+            "cidrs": sorted(r["CidrIp"] for r in p.get("IpRanges", [])),
+            "ipv6_cidrs": sorted(r["CidrIpv6"] for r in p.get("Ipv6Ranges", [])),
+            "groups": len(p.get("UserIdGroupPairs", [])),
+        } for p in g.get("IpPermissions", [])],
+        "tags": boto3_tag_list_to_ansible_dict(g.get("Tags", [])),
+    }
+
+
+def _key_pair(ec2: Any, name: str | None) -> dict[str, Any]:
+    if not name:
+        return {}
+    pairs = ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [name]}])["KeyPairs"]
+    if not pairs:
+        return {}
+    k = pairs[0]
+    return {"name": k["KeyName"], "id": k.get("KeyPairId", ""), "fingerprint": k.get("KeyFingerprint", ""),
+            "type": k.get("KeyType", "")}
+
+
+def _instance_type(ec2: Any, name: str | None) -> dict[str, Any]:
+    if not name:
+        return {}
+    try:
+        types = ec2.describe_instance_types(InstanceTypes=[name])["InstanceTypes"]
+    except botocore.exceptions.ClientError as e:
+        if e.response["Error"]["Code"] in ("InvalidInstanceType", "InvalidParameterValue"):
+            return {"name": name, "exists": False, "gpus": ""}
+        raise
+    if not types:
+        return {"name": name, "exists": False, "gpus": ""}
+    gpus = types[0].get("GpuInfo", {}).get("Gpus", [])
+    return {
+        "name": name,
+        "exists": True,
+        "vcpus": types[0].get("VCpuInfo", {}).get("DefaultVCpus", 0),
+        "gpus": ", ".join(
+            f"{g.get('Count', 1)} x {g.get('Manufacturer', '')} {g.get('Name', '')} "
+            f"({g.get('MemoryInfo', {}).get('SizeInMiB', 0) // 1024} GiB)" for g in gpus),
+    }
+
+
+def main() -> None:
+    module = AnsibleAWSModule(
+        argument_spec={
+            "lab": {"type": "str", "required": True},
+            "key_name": {"type": "str"},
+            "security_group_name": {"type": "str"},
+            "instance_type": {"type": "str"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    region = p.get("region") or "the configured region"
+    ec2 = module.client("ec2")
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        jobs = {
+            "instances": pool.submit(_instances, ec2, p["lab"]),
+            "addresses": pool.submit(_addresses, ec2, p["lab"]),
+            "security_group": pool.submit(_security_group, ec2, p["security_group_name"]),
+            "key_pair": pool.submit(_key_pair, ec2, p["key_name"]),
+            "instance_type": pool.submit(_instance_type, ec2, p["instance_type"]),
+        }
+        try:
+            found = {name: job.result() for name, job in jobs.items()}
+        except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError) as e:
+            module.fail_json(msg=_no_credentials(str(e)))
+        except botocore.exceptions.ClientError as e:
+            code = e.response["Error"]["Code"]
+            if code in CREDENTIAL_ERRORS:
+                module.fail_json(msg=_no_credentials(code))
+            module.fail_json_aws(e, msg=f"Could not read the lab's resources in {region}")
+        except botocore.exceptions.EndpointConnectionError as e:
+            module.fail_json(msg=f"Could not reach the EC2 API of {region} ({e}): check the region and your network.")
+        except botocore.exceptions.BotoCoreError as e:
+            module.fail_json_aws(e, msg=f"Could not read the lab's resources in {region}")
+    instances = found.pop("instances")
+    module.exit_json(
+        changed=False,
+        instance=instances[0] if instances else {},
+        instance_count=len(instances),
+        instances=instances,
+        **found,
+    )
+
+
+def _no_credentials(reason: str) -> str:
+    return (f"No working AWS credentials ({reason}): run `aws configure`, or `aws sso login --profile NAME` "
+            "and export AWS_PROFILE=NAME, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
+
+
+if __name__ == "__main__":
+    main()

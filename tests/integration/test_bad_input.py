@@ -1,0 +1,97 @@
+"""Bad input fails before anything is created, with one sentence that says what to fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests.harness.emulator import Emulator
+from tests.playbook import run_playbook
+
+GOOD = {"gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false"}
+
+CASES = [
+    ("lab name", {"gpu_lab_name": "CSDL_lab!"}, "Lab name 'CSDL_lab!' is not valid: set gpu_lab_name"),
+    ("lab name too long", {"gpu_lab_name": "a" * 40}, "is not valid: set gpu_lab_name"),
+    ("unknown region", {"gpu_lab_region": "us-easst-1"}, "Region 'us-easst-1' is not an AWS region"),
+    ("malformed CIDR", {"gpu_lab_ssh_cidr": "203.0.113.300/32"}, "is not an IPv4 network in CIDR form"),
+    ("CIDR with host bits", {"gpu_lab_ssh_cidr": "203.0.113.7/24"}, "is not an IPv4 network in CIDR form"),
+    ("world-open CIDR", {"gpu_lab_ssh_cidr": "0.0.0.0/0"}, "opens the server to the whole internet"),
+    ("empty instance type", {"gpu_lab_instance_type": "''"}, "Instance type '' is not valid"),
+    ("unknown instance type", {"gpu_lab_instance_type": "g9.huge"},
+     "Instance type 'g9.huge' does not exist in us-east-1"),
+    ("volume not a number", {"gpu_lab_volume_size": "lots"}, "Volume size 'lots' is not valid"),
+    ("volume smaller than AMI", {"gpu_lab_volume_size": "40"}, "smaller than the AMI's 75 GiB snapshot"),
+    ("malformed AMI id", {"gpu_lab_ami_id": "ubuntu"}, "AMI id 'ubuntu' is not valid"),
+    ("unknown DLAMI line", {"gpu_lab_dlami": "no-such-line", "gpu_lab_ami_name_pattern": "Nothing *"},
+     "No Deep Learning AMI found in us-east-1 for the line 'no-such-line'"),
+]
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    emu = Emulator().start()
+    yield emu
+    emu.stop()
+
+
+def assert_nothing_created(emulator: Emulator, home: Path) -> None:
+    calls = emulator.calls.snapshot()
+    assert calls["mutating"] == 0, calls["by_action"]
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=emulator.url,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+    assert ec2.describe_addresses()["Addresses"] == []
+    assert not list(home.glob(".ssh/*.pem"))
+
+
+@pytest.mark.parametrize(("what", "extra", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_fails_early(emulator: Emulator, tmp_path: Path, what: str, extra: dict[str, str],
+                               message: str) -> None:
+    emulator.calls.reset()
+    result = run_playbook("launch", emulator.env(), tmp_path / "home", {**GOOD, **extra})
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-2000:]
+    assert message in " ".join(out.split()), out[-3000:]
+    assert_nothing_created(emulator, tmp_path / "home")
+
+
+def test_no_credentials_names_the_ways(emulator: Emulator, tmp_path: Path) -> None:
+    env = {"AWS_ENDPOINT_URL": emulator.url, "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+    emulator.calls.reset()
+    result = run_playbook("launch", env, tmp_path / "home", GOOD)
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "No working AWS credentials" in out and "aws sso login" in out and "AWS_ACCESS_KEY_ID" in out, out[-3000:]
+    assert_nothing_created(emulator, tmp_path / "home")
+
+
+def test_ami_from_another_region(emulator: Emulator, tmp_path: Path) -> None:
+    other = next(iter(emulator.dlami["us-west-2"].values()))
+    emulator.calls.reset()
+    result = run_playbook("launch", emulator.env(), tmp_path / "home", {**GOOD, "gpu_lab_ami_id": other})
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert f"AMI {other} does not exist in us-east-1" in out, out[-3000:]
+    assert_nothing_created(emulator, tmp_path / "home")
+
+
+def test_lost_private_key_stops_before_launch(emulator: Emulator, tmp_path: Path) -> None:
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=emulator.url,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106
+    ec2.create_key_pair(KeyName="lost-server")
+    try:
+        emulator.calls.reset()
+        result = run_playbook("launch", emulator.env(), tmp_path / "home", {**GOOD, "gpu_lab_name": "lost"})
+        out = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode != 0
+        assert "Key pair lost-server exists in us-east-1 but its private key" in out, out[-3000:]
+        assert "gpu_lab_rotate_key=true" in out
+        assert emulator.calls.snapshot()["mutating"] == 0
+        assert ec2.describe_instances()["Reservations"] == []
+    finally:
+        ec2.delete_key_pair(KeyName="lost-server")
