@@ -94,41 +94,57 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
-CREDENTIAL_ERRORS = {"AuthFailure", "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken",
-                     "RequestExpired", "SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredTokenException"}
+CREDENTIAL_ERRORS = {
+    "AuthFailure",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "RequestExpired",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "ExpiredTokenException",
+}
 
 
 def _instances(ec2: Any, lab: str) -> list[dict[str, Any]]:
-    pages = ec2.get_paginator("describe_instances").paginate(Filters=[
-        {"Name": "tag:gpu_lab:lab", "Values": [lab]},
-        {"Name": "instance-state-name", "Values": LIVE_STATES},
-    ])
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[
+            {"Name": "tag:gpu_lab:lab", "Values": [lab]},
+            {"Name": "instance-state-name", "Values": LIVE_STATES},
+        ]
+    )
     found = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
     found.sort(key=lambda i: i["LaunchTime"])
-    return [{
-        "id": i["InstanceId"],
-        "state": i["State"]["Name"],
-        "type": i["InstanceType"],
-        "zone": i["Placement"]["AvailabilityZone"],
-        "image": i.get("ImageId", ""),
-        "launch_time": i["LaunchTime"].isoformat(),
-        "public_ip": i.get("PublicIpAddress", ""),
-        "key_name": i.get("KeyName", ""),
-        "subnet_id": i.get("SubnetId", ""),
-        "security_groups": [g["GroupId"] for g in i.get("SecurityGroups", [])],
-        "root_volume_ids": [m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", []) if "Ebs" in m],
-        "tags": boto3_tag_list_to_ansible_dict(i.get("Tags", [])),
-    } for i in found]
+    return [
+        {
+            "id": i["InstanceId"],
+            "state": i["State"]["Name"],
+            "type": i["InstanceType"],
+            "zone": i["Placement"]["AvailabilityZone"],
+            "image": i.get("ImageId", ""),
+            "launch_time": i["LaunchTime"].isoformat(),
+            "public_ip": i.get("PublicIpAddress", ""),
+            "key_name": i.get("KeyName", ""),
+            "subnet_id": i.get("SubnetId", ""),
+            "security_groups": [g["GroupId"] for g in i.get("SecurityGroups", [])],
+            "root_volume_ids": [m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", []) if "Ebs" in m],
+            "tags": boto3_tag_list_to_ansible_dict(i.get("Tags", [])),
+        }
+        for i in found
+    ]
 
 
 def _addresses(ec2: Any, lab: str) -> list[dict[str, Any]]:
     found = ec2.describe_addresses(Filters=[{"Name": "tag:gpu_lab:lab", "Values": [lab]}])["Addresses"]
-    return [{
-        "public_ip": a["PublicIp"],
-        "allocation_id": a.get("AllocationId", ""),
-        "association_id": a.get("AssociationId", ""),
-        "instance_id": a.get("InstanceId", ""),
-    } for a in found]
+    return [
+        {
+            "public_ip": a["PublicIp"],
+            "allocation_id": a.get("AllocationId", ""),
+            "association_id": a.get("AssociationId", ""),
+            "instance_id": a.get("InstanceId", ""),
+        }
+        for a in found
+    ]
 
 
 def _security_group(ec2: Any, name: str | None) -> dict[str, Any]:
@@ -141,14 +157,17 @@ def _security_group(ec2: Any, name: str | None) -> dict[str, Any]:
     return {
         "group_id": g["GroupId"],
         "vpc_id": g.get("VpcId", ""),
-        "ingress": [{
-            "protocol": p.get("IpProtocol"),
-            "from_port": p.get("FromPort"),
-            "to_port": p.get("ToPort"),
-            "cidrs": sorted(r["CidrIp"] for r in p.get("IpRanges", [])),
-            "ipv6_cidrs": sorted(r["CidrIpv6"] for r in p.get("Ipv6Ranges", [])),
-            "groups": len(p.get("UserIdGroupPairs", [])),
-        } for p in g.get("IpPermissions", [])],
+        "ingress": [
+            {
+                "protocol": p.get("IpProtocol"),
+                "from_port": p.get("FromPort"),
+                "to_port": p.get("ToPort"),
+                "cidrs": sorted(r["CidrIp"] for r in p.get("IpRanges", [])),
+                "ipv6_cidrs": sorted(r["CidrIpv6"] for r in p.get("Ipv6Ranges", [])),
+                "groups": len(p.get("UserIdGroupPairs", [])),
+            }
+            for p in g.get("IpPermissions", [])
+        ],
         "tags": boto3_tag_list_to_ansible_dict(g.get("Tags", [])),
     }
 
@@ -160,8 +179,12 @@ def _key_pair(ec2: Any, name: str | None) -> dict[str, Any]:
     if not pairs:
         return {}
     k = pairs[0]
-    return {"name": k["KeyName"], "id": k.get("KeyPairId", ""), "fingerprint": k.get("KeyFingerprint", ""),
-            "type": k.get("KeyType", "")}
+    return {
+        "name": k["KeyName"],
+        "id": k.get("KeyPairId", ""),
+        "fingerprint": k.get("KeyFingerprint", ""),
+        "type": k.get("KeyType", ""),
+    }
 
 
 def _instance_type(ec2: Any, name: str | None) -> dict[str, Any]:
@@ -182,7 +205,9 @@ def _instance_type(ec2: Any, name: str | None) -> dict[str, Any]:
         "vcpus": types[0].get("VCpuInfo", {}).get("DefaultVCpus", 0),
         "gpus": ", ".join(
             f"{g.get('Count', 1)} x {g.get('Manufacturer', '')} {g.get('Name', '')} "
-            f"({g.get('MemoryInfo', {}).get('SizeInMiB', 0) // 1024} GiB)" for g in gpus),
+            f"({g.get('MemoryInfo', {}).get('SizeInMiB', 0) // 1024} GiB)"
+            for g in gpus
+        ),
     }
 
 
@@ -231,8 +256,10 @@ def main() -> None:
 
 
 def _no_credentials(reason: str) -> str:
-    return (f"No working AWS credentials ({reason}): run `aws configure`, or `aws sso login --profile NAME` "
-            "and export AWS_PROFILE=NAME, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
+    return (
+        f"No working AWS credentials ({reason}): run `aws configure`, or `aws sso login --profile NAME` "
+        "and export AWS_PROFILE=NAME, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+    )
 
 
 if __name__ == "__main__":
