@@ -87,7 +87,11 @@ def serve(state_dir: Path, hosts: bool, port: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     info = {"pid": os.getpid(), "env": cloud.env(), "hosts": cloud.hosts,
-            "hosts_reason": cloud.hosts_reason}
+            "hosts_reason": cloud.hosts_reason, "course_repo": ""}
+    if cloud.controller is not None:
+        from tests.harness.course import make_course_repo
+
+        info["course_repo"], _ = make_course_repo(cloud.controller.share_dir)
     tmp = _info_path(state_dir).with_suffix(".tmp")
     tmp.write_text(json.dumps(info, indent=2))
     tmp.rename(_info_path(state_dir))
@@ -137,6 +141,12 @@ def down(state_dir: Path, timeout: float = 60) -> bool:
     os.kill(info["pid"], signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        try:
+            # Reap it when this process started it (up() in-process), or it stays a zombie.
+            if os.waitpid(info["pid"], os.WNOHANG)[0] == info["pid"]:
+                return True
+        except ChildProcessError:
+            pass
         try:
             os.kill(info["pid"], 0)
         except OSError:

@@ -92,6 +92,10 @@ def _seed_region(account: str, region: str) -> dict[str, str]:
             subnet.map_public_ip_on_launch = "false"
     published: dict[str, str] = {}
     for line in DLAMI_LINES:
+        name = dlami_parameter_name(line)
+        if ssm._parameters.get(name):  # moto's backends are per process: seeded already
+            published[name] = ssm._parameters[name][-1].value
+            continue
         for n, release in enumerate(DLAMI_RELEASES):
             ami = _SizedAmi(
                 ec2,
@@ -110,7 +114,6 @@ def _seed_region(account: str, region: str) -> dict[str, str]:
             ami.root_gib = line.root_gib
             ec2.amis[ami.id] = ami
             latest = ami.id
-        name = dlami_parameter_name(line)
         ssm._parameters[name].append(
             Parameter(
                 account_id=account,
@@ -215,7 +218,11 @@ Middleware = Callable[[dict[str, Any], bytes, str | None], tuple[int, dict[str, 
 
 
 class Emulator:
-    """moto's server on a loopback port, seeded, counting, with optional fault hooks."""
+    """moto's server on a loopback port, seeded, counting, with optional fault hooks.
+
+    moto keeps its state in module-level backends, so every Emulator of one process sees
+    the same resources: a test run uses one (tests/conftest.py) and resets it between tests.
+    """
 
     def __init__(self, port: int = 0, regions: Iterable[str] = DEFAULT_REGIONS) -> None:
         self.regions = tuple(regions)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 
+from tests.harness.cloud import Cloud
 from tests.harness.emulator import Emulator
 from tests.playbook import run_playbook
 
@@ -31,11 +31,9 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    emu = Emulator().start()
-    yield emu
-    emu.stop()
+@pytest.fixture
+def emulator(cloud: Cloud) -> Emulator:
+    return cloud.emulator
 
 
 def assert_nothing_created(emulator: Emulator, home: Path) -> None:

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 
 import boto3
 import pytest
 
+from tests.harness.cloud import Cloud
 from tests.harness.emulator import DLAMI_LINES, Emulator, dlami_parameter_name
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    emu = Emulator(regions=("us-east-1", "eu-west-1")).start()
-    yield emu
-    emu.stop()
+@pytest.fixture
+def emulator(cloud: Cloud) -> Emulator:
+    return cloud.emulator
 
 
 def client(emulator: Emulator, service: str, region: str = "us-east-1"):  # noqa: ANN201

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.harness.emulator import Emulator
+from tests.harness.cloud import Cloud
 from tests.playbook import recap, run_playbook
 
 
-def test_p3_launches_with_a_warning(tmp_path: Path) -> None:
-    emulator = Emulator(regions=("us-east-1",)).start()
-    try:
+def test_p3_launches_with_a_warning(cloud: Cloud, tmp_path: Path) -> None:
+    emulator = cloud.emulator
+    if True:
         lab = {"gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false",
                "gpu_lab_instance_type": "p3.2xlarge", "gpu_lab_name": "p3lab"}
         result = run_playbook("launch", emulator.env(), tmp_path, lab)
@@ -21,5 +21,3 @@ def test_p3_launches_with_a_warning(tmp_path: Path) -> None:
         assert recap(result.stdout)["changed"] > 0
         again = run_playbook("launch", emulator.env(), tmp_path, lab)
         assert recap(again.stdout)["changed"] == 0, again.stdout[-3000:]
-    finally:
-        emulator.stop()

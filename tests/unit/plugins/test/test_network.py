@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from plugins.test.network import TestModule, ipv4_cidr
+from plugins.test import network
+from plugins.test.network import ipv4_cidr
 
 
 @pytest.mark.parametrize("value", ["203.0.113.7/32", "10.0.0.0/8", "0.0.0.0/0", "192.168.1.0/24"])
@@ -17,4 +18,4 @@ def test_rejects_everything_else(value: object) -> None:
 
 
 def test_is_registered_under_its_name() -> None:
-    assert TestModule().tests()["ipv4_cidr"] is ipv4_cidr
+    assert network.TestModule().tests()["ipv4_cidr"] is ipv4_cidr

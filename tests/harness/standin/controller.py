@@ -1,0 +1,372 @@
+"""Ties a stand-in host to each emulated EC2 instance, so the instance looks from
+outside as it would on EC2:
+
+* running, with an Elastic IP associated: booted, answering SSH at the EIP with the
+  key pair's public key authorized for ``ubuntu``;
+* stopped: powered off, its disk kept; started again: boots from the same disk;
+* terminated (or gone after a reset of the emulator): destroyed;
+* powered off from inside the guest (``sudo poweroff``, an idle auto-stop): the
+  instance becomes ``stopped`` (or ``terminated`` if its shutdown behaviour says so),
+  as EC2 does for an instance-initiated shutdown;
+* RebootInstances: the guest reboots (moto only answers the call);
+* an EIP that moves or is disassociated: its route follows or goes (an allocated EIP
+  that reaches no instance answers "No route to host").
+
+A stand-in is made the first time an instance runs with an EIP (nothing could reach it
+before; and inventory tests run hundreds of instances that need no host); from then on
+it follows the instance's state. A background thread reads moto's backends in-process
+every ``interval`` seconds: the emulator must run in this process (``Emulator.start``).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tests.harness.emulator import ACCOUNT_ID
+from tests.harness.standin import image, net
+from tests.harness.standin.cleanup import claim, cleanup_stale, reap_orphans, record_blocked
+from tests.harness.standin.host import StandIn, ssh_answers
+
+if TYPE_CHECKING:
+    from tests.harness.emulator import Emulator
+
+DLAMI_NAME_PREFIX = "Deep Learning"
+
+
+@dataclass
+class Observed:
+    """One emulated instance, as read from moto."""
+
+    instance_id: str
+    region: str
+    state: str
+    eip: str | None
+    public_key: str | None
+    plain: bool
+    shutdown_behavior: str
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """A stand-in, as tests see it."""
+
+    instance_id: str
+    ip: str | None
+    booted: bool  # its systemd-nspawn runs (SSH may need a moment more: wait_until)
+    hostname: str
+    machine_path: Path  # the guest's root, from this machine (mounted while booted)
+    pid: int | None  # systemd-nspawn's
+    leader_pid: int | None  # the guest's PID 1, for nsenter
+    boots: int
+    failure: str | None
+
+
+class HostController:
+    def __init__(self, emulator: Emulator, state_dir: Path, interval: float = 0.2) -> None:
+        self.emulator = emulator
+        self.state_dir = Path(state_dir)
+        self.interval = interval
+        self.errors: list[str] = []
+        self._hosts: dict[str, StandIn] = {}
+        self._blocked: set[str] = set()
+        self._create_failed: dict[str, str] = {}
+        self._said: set[str] = set()
+        self._reboots: set[str] = set()  # RebootInstances seen, not yet acted on
+        self._reboots_lock = threading.Lock()
+        self._base: Path | None = None
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def share_dir(self) -> Path:
+        """Seen read-only at /srv/share in every guest (tests put a course repo there)."""
+        return self.state_dir / "share"
+
+    # --- start and stop --------------------------------------------------------------
+    def start(self) -> HostController:
+        reap_orphans()  # hosts of killed runs (other state dirs): nobody else would
+        cleanup_stale(self.state_dir)
+        claim(self.state_dir)
+        self.share_dir.mkdir(parents=True, exist_ok=True)
+        self._base = image.ensure_base()
+        self._stop.clear()
+        self.emulator.interceptors.append(self._intercept)
+        self._thread = threading.Thread(target=self._loop, name="standin-controller", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Powers every stand-in off and removes all they left on this machine."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
+        if self._intercept in self.emulator.interceptors:
+            self.emulator.interceptors.remove(self._intercept)
+        with self._lock:
+            try:
+                for host in self._hosts.values():  # shut down in parallel, then wait
+                    host.request_power_off(grace=5)
+                for host in self._hosts.values():
+                    host.wait_off(timeout=10)
+                for iid in list(self._hosts):
+                    self._destroy(iid)
+                for ip in self._blocked:
+                    net.unroute_eip(ip)
+                self._blocked.clear()
+            finally:
+                self._hosts.clear()
+                cleanup_stale(self.state_dir)  # whatever the above missed or failed at
+
+    # --- queries for tests -------------------------------------------------------------
+    def hosts(self) -> dict[str, HostInfo]:
+        with self._lock:
+            return {iid: _info(h) for iid, h in self._hosts.items()}
+
+    def host(self, instance_id: str) -> HostInfo | None:
+        with self._lock:
+            h = self._hosts.get(instance_id)
+            return _info(h) if h else None
+
+    def booted(self) -> dict[str, str | None]:
+        """instance id -> EIP of every stand-in that is on."""
+        return {iid: h.ip for iid, h in self.hosts().items() if h.booted}
+
+    def wait_until(self, instance_id: str, state: Literal["booted", "off", "gone"],
+                   timeout: float = 30) -> HostInfo | None:
+        """Waits until the instance's stand-in is booted (SSH answers at its EIP, or at
+        its link address without one), off (or has none), or gone (destroyed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.host(instance_id)
+            if info is not None and info.failure and state == "booted":
+                raise RuntimeError(f"stand-in {instance_id} failed: {info.failure}")
+            if state == "gone" and info is None:
+                return None
+            if state == "off" and (info is None or not info.booted):
+                return info
+            if state == "booted" and info is not None and info.booted:
+                with self._lock:
+                    h = self._hosts.get(instance_id)
+                    address = (h.ip or (h.link.guest_addr if h.link else None)) if h else None
+                if address and ssh_answers(address):
+                    return info
+            if time.monotonic() > deadline:
+                with self._lock:
+                    h = self._hosts.get(instance_id)
+                    tail = h.console_tail() if h else "(no stand-in)"
+                raise TimeoutError(f"stand-in {instance_id} not {state} after {timeout:.0f} s; "
+                                   f"now {info}; console:\n{tail}")
+            time.sleep(0.1)
+
+    def wait_settled(self, timeout: float = 30) -> None:
+        """Waits until no stand-in is left whose instance is gone or terminated (after
+        a reset of the emulator, say), so the next test starts clean."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sync()
+            with self._lock:
+                observed = self._observe()[0]
+                stale = [iid for iid in self._hosts
+                         if iid not in observed or observed[iid].state == "terminated"]
+            if not stale:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stand-ins still there: {stale}")
+            time.sleep(0.1)
+
+    # --- the reconciliation ----------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sync()
+            except Exception:  # keep tying hosts to instances; say what broke (once)
+                self._error(f"stand-in controller: {traceback.format_exc()}")
+
+    def sync(self) -> None:
+        """One pass: makes every stand-in match its instance (the thread calls this)."""
+        with self._lock:
+            observed, allocated = self._observe()
+            self._react_to_guests(observed)
+            self._reboot_requested()
+            for iid in list(self._hosts):
+                obs = observed.get(iid)
+                if obs is None:  # the emulator was reset: nothing to shut down nicely for
+                    self._destroy(iid, grace=0)
+                elif obs.state in ("terminated", "shutting-down"):
+                    self._destroy(iid)
+            self._route(observed)
+            for obs in observed.values():
+                self._power(obs)
+            self._block_unused(allocated)
+
+    def _observe(self) -> tuple[dict[str, Observed], set[str]]:
+        from moto.ec2.models import ec2_backends  # slow import; moto is loaded by now
+
+        observed: dict[str, Observed] = {}
+        allocated: set[str] = set()
+        for region in self.emulator.regions:
+            backend = ec2_backends[ACCOUNT_ID][region]
+            eips: dict[str, str] = {}
+            for address in list(backend.addresses):
+                allocated.add(address.public_ip)
+                instance = address.instance or getattr(address.eni, "instance", None)
+                if instance is not None:
+                    eips[instance.id] = address.public_ip
+            for reservation in list(backend.reservations.values()):
+                for inst in list(reservation.instances):
+                    key = backend.key_pairs.get(inst.key_name) if inst.key_name else None
+                    ami = backend.amis.get(inst.image_id)
+                    observed[inst.id] = Observed(
+                        instance_id=inst.id, region=region, state=inst.state,
+                        eip=eips.get(inst.id),
+                        public_key=key.material_public.decode() if key else None,
+                        plain=not (ami is not None and str(ami.name).startswith(DLAMI_NAME_PREFIX)),
+                        shutdown_behavior=inst.instance_initiated_shutdown_behavior or "stop",
+                    )
+        return observed, allocated
+
+    def _react_to_guests(self, observed: dict[str, Observed]) -> None:
+        """Guests that went off by themselves: poweroff inside is a shutdown of the instance."""
+        for iid, host in self._hosts.items():
+            code = host.poll()
+            if code is None:
+                continue
+            obs = observed.get(iid)
+            if code == 0 and obs is not None and obs.state == "running":
+                self._instance_initiated_shutdown(obs)
+            elif code != 0:
+                self._error(f"stand-in {iid}: {host.failure}")
+
+    def _intercept(self, environ: dict[str, Any], body: bytes, action: str | None) -> None:
+        """A hook in the emulator's request path (it answers nothing itself): moto only
+        says yes to RebootInstances; EC2 also reboots the guest, so note which."""
+        if action != "ec2:RebootInstances":
+            return None
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        if form.get("DryRun", ["false"])[0].lower() != "true":
+            with self._reboots_lock:
+                self._reboots.update(v for k, vs in form.items() if k.startswith("InstanceId.") for v in vs)
+        return None
+
+    def _reboot_requested(self) -> None:
+        with self._reboots_lock:
+            wanted, self._reboots = self._reboots, set()
+        for iid in wanted:
+            host = self._hosts.get(iid)
+            if host is not None and host.running:
+                host.reboot()
+
+    def _instance_initiated_shutdown(self, obs: Observed) -> None:
+        from moto.core.utils import utcnow
+        from moto.ec2.models import ec2_backends
+        from moto.ec2.models.instances import InstanceState, StateReason
+
+        instance = ec2_backends[ACCOUNT_ID][obs.region].get_instance_by_id(obs.instance_id)
+        if instance is None:
+            return
+        reason = StateReason("Client.InstanceInitiatedShutdown: Instance initiated shutdown",
+                             "Client.InstanceInitiatedShutdown")
+        # Not stop_instances/terminate_instances: EC2's API stop and termination
+        # protection do not apply to a shutdown from inside.
+        if obs.shutdown_behavior == "terminate":
+            instance.state_reason = reason
+            instance.terminate()
+            instance.state_reason = reason
+            obs.state = "terminated"
+        else:
+            # What Instance.stop() does, reordered: it sets the state before the reason,
+            # so a DescribeInstances in between (moto serves from other threads) saw
+            # "stopped" with an empty reason. Reason first, then the state in one go.
+            instance.state_reason = reason
+            instance._reason = f"User initiated ({utcnow().strftime('%Y-%m-%d %H:%M:%S UTC')})"
+            for nic in instance.nics.values():
+                nic.stop()
+            instance._state = InstanceState("stopped", 80)
+            obs.state = "stopped"
+
+    def _route(self, observed: dict[str, Observed]) -> None:
+        """EIP routes follow associations; all removals first, so an EIP can move."""
+        wanted = {iid: (observed[iid].eip if iid in observed else None) for iid in self._hosts}
+        for iid, host in self._hosts.items():
+            if host.ip is not None and host.ip != wanted[iid]:
+                host.set_ip(None)
+        for iid, host in self._hosts.items():
+            ip = wanted[iid]
+            if ip is not None and host.ip != ip and net.is_routable(ip):
+                try:
+                    host.set_ip(ip)
+                except Exception as exc:  # someone else's route: say so, keep going
+                    self._error(f"stand-in {iid}: cannot route {ip}: {exc}")
+
+    def _power(self, obs: Observed) -> None:
+        iid = obs.instance_id
+        host = self._hosts.get(iid)
+        if obs.state == "running":
+            if host is None:
+                if obs.eip and net.is_routable(obs.eip) and iid not in self._create_failed:
+                    self._create(obs)
+            elif not host.running and host.failure is None:
+                try:
+                    host.boot()
+                except Exception as exc:
+                    host.failure = f"boot failed: {exc}"
+                    self._error(f"stand-in {iid}: {host.failure}")
+        elif obs.state in ("stopping", "stopped"):
+            self._create_failed.pop(iid, None)  # a start after a stop tries again
+            if host is not None:
+                host.failure = None
+                host.request_power_off()
+
+    def _create(self, obs: Observed) -> None:
+        assert self._base is not None, "start() first"
+        host = StandIn(obs.instance_id, self.state_dir, self._base, self.share_dir,
+                       public_key=obs.public_key, plain=obs.plain)
+        self._hosts[obs.instance_id] = host
+        try:
+            host.create(obs.eip)
+            host.boot()
+        except Exception as exc:
+            self._create_failed[obs.instance_id] = str(exc)
+            self._error(f"stand-in {obs.instance_id}: could not be made: {exc}")
+            self._destroy(obs.instance_id)
+
+    def _destroy(self, iid: str, grace: float = 5) -> None:
+        host = self._hosts.pop(iid)
+        try:
+            host.destroy(grace)
+        except Exception as exc:
+            self._error(f"stand-in {iid}: destroy failed (cleanup_stale will retry): {exc}")
+
+    def _block_unused(self, allocated: set[str]) -> None:
+        routed = {h.ip for h in self._hosts.values() if h.ip}
+        wanted = {ip for ip in allocated - routed if net.is_routable(ip)}
+        if wanted == self._blocked:
+            return
+        for ip in self._blocked - wanted - routed:
+            net.unroute_eip(ip)
+        for ip in wanted - self._blocked:
+            net.block_eip(ip)
+        self._blocked = wanted
+        record_blocked(self.state_dir, wanted)
+
+    def _error(self, message: str) -> None:
+        if message in self._said:  # the same trouble at every pass: say it once
+            return
+        self._said.add(message)
+        self.errors.append(message)
+        print(f"[gpu_lab stand-in] {message}", file=sys.stderr, flush=True)
+
+
+def _info(h: StandIn) -> HostInfo:
+    return HostInfo(instance_id=h.instance_id, ip=h.ip, booted=h.running, hostname=h.hostname,
+                    machine_path=h.machine_path, pid=h.pid, leader_pid=h.leader_pid,
+                    boots=h.boots, failure=h.failure)
