@@ -24,16 +24,20 @@ case "${1:-up}" in
     say "sandbox home: $demo/home (your own ~/.ssh and shell files are not touched)"
     (cd "$repo" && "$py" -m tests.harness.cloud up --state-dir "$cloud_dir")
     sandbox_env
-    hosts=$(cd "$repo" && "$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['hosts'])" "$cloud_dir/cloud.json")
+    info() { "$py" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$cloud_dir/cloud.json" "$1"; }
     extra=()
-    if [[ "$hosts" != True ]]; then
-      say "no stand-in host can boot here (see above): running the AWS half only"
+    if [[ "$(info hosts)" != True ]]; then
+      say "no stand-in host can boot here ($(info hosts_reason)): running the AWS half only"
       extra=(-e gpu_lab_wait_for_ssh=false)
+    else
+      # The harness serves a small course repository to the stand-in host.
+      extra=(-e "gpu_lab_course_repo=$(info course_repo)")
     fi
     say "ansible-playbook launch.yml  (against $AWS_ENDPOINT_URL)"
     cd "$repo" && ansible-playbook launch.yml "${extra[@]}"
-    say "try it: make demo-shell, then ssh-csdl / csdl-status / csdl-stop"
-    say "clean up everything: make demo-clean"
+    say "next: make demo-shell opens a shell in the sandbox; there, ssh-csdl logs in with the"
+    say "Jupyter tunnel open: browse to the Jupyter URL printed above. csdl-status, csdl-stop and"
+    say "csdl-start work too. make demo-clean removes everything (emulator, host, sandbox)."
     ;;
   shell)
     sandbox_env

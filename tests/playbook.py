@@ -33,9 +33,31 @@ def run_playbook(
                           timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
-def recap(output: str) -> dict[str, int]:
-    """The PLAY RECAP counters of localhost (ok, changed, failed...)."""
+def recaps(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP counters (ok, changed, failed...) of every host."""
+    found: dict[str, dict[str, int]] = {}
+    recap_started = False
     for line in output.splitlines():
-        if line.startswith("localhost") and "ok=" in line:
-            return {k: int(v) for k, v in (p.split("=") for p in line.split(":", 1)[1].split())}
-    raise AssertionError(f"no PLAY RECAP for localhost in:\n{output[-3000:]}")
+        recap_started = recap_started or line.startswith("PLAY RECAP")
+        if recap_started and " ok=" in line and ":" in line:
+            host, counters = line.split(":", 1)
+            found[host.strip()] = {k: int(v) for k, v in (p.split("=") for p in counters.split())}
+    if not found:
+        raise AssertionError(f"no PLAY RECAP in:\n{output[-3000:]}")
+    return found
+
+
+def recap(output: str) -> dict[str, int]:
+    """The PLAY RECAP counters of localhost."""
+    return recaps(output)["localhost"]
+
+
+def changed_tasks(output: str) -> list[str]:
+    """The names of the tasks that reported a change, with the host: for failure messages."""
+    task, found = "", []
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:line.rfind("]")]
+        elif line.startswith("changed:"):
+            found.append(f"{task}: {line}")
+    return found
