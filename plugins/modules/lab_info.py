@@ -31,6 +31,16 @@ options:
   instance_type:
     description: An instance type to describe (whether it exists in the region, its GPUs).
     type: str
+  volumes:
+    description: Also describe the lab instance's EBS volumes (size, type), for the cost view.
+    type: bool
+    default: false
+  orphans:
+    description:
+      - Also look for resources tagged by the collection (any lab of the region) that belong to
+        no live instance of their lab - an Elastic IP, security group or key pair left behind.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -80,6 +90,16 @@ instance_type:
   description: The described instance type (name, exists, gpus), or an empty dict.
   returned: always
   type: dict
+volumes:
+  description: The lab instance's EBS volumes (id, size_gib, type, encrypted), with O(volumes).
+  returned: always
+  type: list
+  elements: dict
+orphans:
+  description: With O(orphans), what no live lab uses (kind, id, lab, detail, summary).
+  returned: always
+  type: list
+  elements: dict
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -128,6 +148,8 @@ def _instances(ec2: Any, lab: str) -> list[dict[str, Any]]:
             "subnet_id": i.get("SubnetId", ""),
             "security_groups": [g["GroupId"] for g in i.get("SecurityGroups", [])],
             "root_volume_ids": [m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", []) if "Ebs" in m],
+        # "User initiated (2026-11-26 10:00:00 GMT)": when a stopped instance stopped.
+        "state_reason": i.get("StateTransitionReason", ""),
             "tags": boto3_tag_list_to_ansible_dict(i.get("Tags", [])),
         }
         for i in found
@@ -211,6 +233,44 @@ def _instance_type(ec2: Any, name: str | None) -> dict[str, Any]:
     }
 
 
+def _volumes(ec2: Any, volume_ids: list[str]) -> list[dict[str, Any]]:
+    if not volume_ids:
+        return []
+    found = ec2.describe_volumes(VolumeIds=volume_ids)["Volumes"]
+    return [{"id": v["VolumeId"], "size_gib": v["Size"], "type": v.get("VolumeType", ""),
+             "encrypted": v.get("Encrypted", False)} for v in found]
+
+
+def _orphans(ec2: Any) -> list[dict[str, Any]]:
+    """Collection-tagged resources of the region that no live instance of their lab uses."""
+    managed = [{"Name": "tag-key", "Values": ["gpu_lab:lab"]}]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        live = pool.submit(lambda: [
+            i for page in ec2.get_paginator("describe_instances").paginate(
+                Filters=[*managed, {"Name": "instance-state-name", "Values": LIVE_STATES}])
+            for r in page["Reservations"] for i in r["Instances"]])
+        addresses = pool.submit(lambda: ec2.describe_addresses(Filters=managed)["Addresses"])
+        groups = pool.submit(lambda: ec2.describe_security_groups(Filters=managed)["SecurityGroups"])
+        keys = pool.submit(lambda: ec2.describe_key_pairs(Filters=managed)["KeyPairs"])
+    live_ids = {i["InstanceId"] for i in live.result()}
+    live_labs = {boto3_tag_list_to_ansible_dict(i.get("Tags", [])).get("gpu_lab:lab") for i in live.result()}
+
+    def lab_of(resource: dict[str, Any]) -> str:
+        return boto3_tag_list_to_ansible_dict(resource.get("Tags", [])).get("gpu_lab:lab", "")
+
+    found = [{"kind": "elastic_ip", "id": a.get("AllocationId", a["PublicIp"]), "lab": lab_of(a),
+              "detail": a["PublicIp"]}
+             for a in addresses.result() if a.get("InstanceId") not in live_ids]
+    found += [{"kind": "security_group", "id": g["GroupId"], "lab": lab_of(g), "detail": g["GroupName"]}
+              for g in groups.result() if lab_of(g) not in live_labs]
+    found += [{"kind": "key_pair", "id": k.get("KeyPairId", k["KeyName"]), "lab": lab_of(k),
+               "detail": k["KeyName"]}
+              for k in keys.result() if lab_of(k) not in live_labs]
+    for orphan in found:
+        orphan["summary"] = f"{orphan['kind'].replace('_', ' ')} {orphan['detail']} of lab {orphan['lab']}"
+    return found
+
+
 def main() -> None:
     module = AnsibleAWSModule(
         argument_spec={
@@ -218,6 +278,8 @@ def main() -> None:
             "key_name": {"type": "str"},
             "security_group_name": {"type": "str"},
             "instance_type": {"type": "str"},
+            "volumes": {"type": "bool", "default": False},
+            "orphans": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -231,9 +293,13 @@ def main() -> None:
             "security_group": pool.submit(_security_group, ec2, p["security_group_name"]),
             "key_pair": pool.submit(_key_pair, ec2, p["key_name"]),
             "instance_type": pool.submit(_instance_type, ec2, p["instance_type"]),
+            "orphans": pool.submit(_orphans, ec2) if p["orphans"] else None,
         }
         try:
-            found = {name: job.result() for name, job in jobs.items()}
+            found = {name: job.result() if job else [] for name, job in jobs.items()}
+            found["volumes"] = (
+                _volumes(ec2, [v for i in found["instances"][:1] for v in i["root_volume_ids"]])
+                if p["volumes"] else [])
         except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError) as e:
             module.fail_json(msg=_no_credentials(str(e)))
         except botocore.exceptions.ClientError as e:
