@@ -62,20 +62,27 @@ python=$(find_python) || die "No Python 3.12 or newer found (ansible-core 2.20+ 
 Install one (Debian/Ubuntu: apt install python3.12 python3.12-venv; macOS: brew install python@3.12;
 or pyenv install 3.12) and run this again, or point GPU_LAB_PYTHON at it."
 
-stamp="$venv/.requirements.sha256"
-want=$( (cat "$repo"/requirements/*.txt; "$python" -V) | sha256sum | cut -d' ' -f1)
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-  say "creating .venv with $("$python" -V) ($python); pip install takes about a minute the first time"
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  log="$repo/.venv/pip-install.log"
-  if ! "$venv/bin/pip" install -q --disable-pip-version-check -r "$repo/requirements/test.txt" >"$log" 2>&1; then
+# The environment is kept per requirements hash in the user's cache and .venv links to it,
+# so a second checkout (or CI's fresh clone) on the same machine does not install again.
+want=$( (cat "$repo"/requirements/*.txt; "$python" -V) | sha256sum | cut -c1-16)
+store="${GPU_LAB_CACHE:-$HOME/.cache/gpu_lab}/venvs/$want"
+if [[ ! -x "$store/bin/ansible-playbook" ]] || ! "$store/bin/python" -c 'import ansible, boto3, moto' 2>/dev/null; then
+  say "creating the Python environment with $("$python" -V) ($python); pip install takes about a minute"
+  rm -rf "$store"
+  mkdir -p "$(dirname "$store")"
+  "$python" -m venv "$store"
+  log="$store/pip-install.log"
+  if ! "$store/bin/pip" install -q --disable-pip-version-check -r "$repo/requirements/test.txt" >"$log" 2>&1; then
     tail -20 "$log" >&2
-    die "pip install failed (full log: $log)"
+    rm -rf "$store"
+    die "pip install failed (see the lines above)"
   fi
-  echo "$want" > "$stamp"
 else
-  say ".venv is up to date ($("$venv/bin/python" -V))"
+  say "Python environment up to date ($("$store/bin/python" -V), $store)"
+fi
+if [[ "$(readlink "$venv" 2>/dev/null)" != "$store" ]]; then
+  rm -rf "$venv"
+  ln -s "$store" "$venv"
 fi
 
 # ansible-lint links the collection here too; ansible.cfg puts this path first so

@@ -20,9 +20,23 @@ step "ansible-galaxy collection install -r requirements.yml (bundled, offline)"
 ansible-galaxy collection install -r requirements.yml >/dev/null
 [[ "${1:-}" == lint ]] && exit 0
 
-step "molecule"
-export MOLECULE_GLOB='molecule/*/molecule.yml'
-molecule test --all
+# molecule and pytest each run their own emulated clouds (own processes, ports and stand-in
+# state dirs), so they run side by side: on 2 cores that saves about a third of the time.
+# Each writes a log; molecule's is shown first, pytest's last (its closing line is the count).
+logs="$repo/tests/output"
+mkdir -p "$logs"
+step "molecule (all scenarios) and pytest, side by side; logs in tests/output/"
+start=$SECONDS
+MOLECULE_GLOB='molecule/*/molecule.yml' molecule test --all >"$logs/molecule.log" 2>&1 &
+molecule_pid=$!
+pytest -q --durations=12 tests >"$logs/pytest.log" 2>&1 &
+pytest_pid=$!
+molecule_rc=0; wait "$molecule_pid" || molecule_rc=$?
+pytest_rc=0; wait "$pytest_pid" || pytest_rc=$?
 
-step "pytest"
-pytest -q tests
+step "molecule: exit $molecule_rc"
+if [[ $molecule_rc -ne 0 ]]; then tail -150 "$logs/molecule.log"; fi
+sed -n '/SCENARIO RECAP/,$p' "$logs/molecule.log"
+step "pytest: exit $pytest_rc ($((SECONDS - start)) s for both)"
+cat "$logs/pytest.log"
+exit $((molecule_rc != 0 || pytest_rc != 0))
