@@ -29,3 +29,5 @@ lint: setup
 
 bench: setup
 	@.venv/bin/python bench/lifecycle.py
+	@.venv/bin/python bench/inventory.py
+	@if [ "$$(id -u)" = 0 ]; then .venv/bin/python bench/launch_e2e.py; else echo "bench/launch_e2e.py needs root (stand-in hosts): skipped"; fi

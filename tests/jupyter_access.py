@@ -37,14 +37,16 @@ def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
 
 
 class Tunnel:
-    """`ssh -N -L local:localhost:8888 <lab>` with the lab's own ssh entry (pinned key)."""
+    """`ssh -N -L local:localhost:8888 <lab>` with the lab's own ssh entry (pinned key);
+    with ``entry_forward`` only the entry's own LocalForward, as `ssh-<lab>` opens it."""
 
-    def __init__(self, home: Path, local_port: int, lab: str) -> None:
+    def __init__(self, home: Path, local_port: int, lab: str, entry_forward: bool = False) -> None:
         self.local_port = local_port
+        forward = [] if entry_forward else ["-L", f"127.0.0.1:{local_port}:localhost:8888"]
         self.proc = subprocess.Popen(
             # ssh reads the passwd entry's home, not $HOME: name the sandbox's config.
             ["ssh", "-F", str(home / ".ssh" / "config"), "-N", "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
-             "-L", f"127.0.0.1:{local_port}:localhost:8888", lab],
+             *forward, lab],
             env={**os.environ, "HOME": str(home)}, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
@@ -60,7 +62,11 @@ class Tunnel:
 
     def close(self) -> None:
         self.proc.terminate()
-        self.proc.wait(timeout=10)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
 
 
 def wait_for_jupyter(base: str, token: str, timeout: float = 60) -> None:

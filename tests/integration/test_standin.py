@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 from tests.harness.cloud import REPO, Cloud, hosts_unavailable_reason, read_info
 from tests.harness.emulator import DLAMI_LINES, dlami_parameter_name
 from tests.harness.standin import image, net
-from tests.harness.standin.cleanup import OWNERS, reap_orphans
+from tests.harness.standin.cleanup import OWNERS, _start_time, reap_orphans
 from tests.harness.standin.host import ssh_answers, state_tag
 from tests.harness.standin.system import mounts_under
 
@@ -487,6 +487,11 @@ def test_reaping_after_a_crash(tmp_path: Path) -> None:
             time.sleep(0.1)
     finally:
         os.kill(info["pid"], signal.SIGKILL)  # the crash: no cleanup at all
+    # SIGKILL is delivered at once but the process takes a moment to die (longer on a busy
+    # machine): until then its owner record rightly counts as alive.
+    deadline = time.monotonic() + 10
+    while _start_time(info["pid"]) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
     left = leftovers(hosts, ip)
     mine = Path(os.path.realpath(hosts))
     if mine in reap_orphans():  # HostController.start() calls it

@@ -141,10 +141,18 @@ def test_whole_flow(world: dict[str, Any]) -> None:
         assert (ARTIFACTS / "jupyterlab_file_browser.png").stat().st_size > 10_000
     finally:
         tunnel.close()
-    # Jupyter is not on the Elastic IP itself: only the tunnel reaches it.
     resolved = subprocess.run(["ssh", "-F", str(home / ".ssh" / "config"), "-G", LAB],
                               env={**os.environ, "HOME": str(home)},
                               capture_output=True, text=True, check=True).stdout.splitlines()
+    # The ssh entry's own LocalForward (what ssh-flow opens) reaches Jupyter too.
+    forward = next(line.split()[1] for line in resolved if line.startswith("localforward "))
+    entry = Tunnel(home, int(forward.rsplit(":", 1)[-1]), LAB, entry_forward=True)
+    try:
+        wait_for_jupyter(f"http://127.0.0.1:{entry.local_port}", token)
+    finally:
+        entry.close()
+
+    # Jupyter is not on the Elastic IP itself: only the tunnel reaches it.
     address = next(line.split()[1] for line in resolved if line.startswith("hostname "))
     with pytest.raises(OSError):
         socket.create_connection((address, 8888), timeout=2).close()
