@@ -447,6 +447,16 @@ def _launch_in(cloud_env: dict[str, str]) -> tuple[str, str]:
     return instance, address["PublicIp"]
 
 
+def _launch_booted(cloud_env: dict[str, str], hosts: Path, timeout: float = 30) -> str:
+    """_launch_in, then wait until its stand-in runs and answers SSH; returns the EIP."""
+    _, ip = _launch_in(cloud_env)
+    deadline = time.monotonic() + timeout
+    while not leftovers(hosts, ip).get("nspawn") or not ssh_answers(ip):
+        assert time.monotonic() < deadline, "the cloud's host never booted"
+        time.sleep(0.1)
+    return ip
+
+
 def cloud_cli(command: str, state: Path) -> None:
     """`python -m tests.harness.cloud COMMAND` as the demo and molecule run it: the cloud
     lives in its own process (moto's state is per process: a second Cloud in this one
@@ -462,11 +472,7 @@ def test_cloud_stop_leaves_nothing(tmp_path: Path) -> None:
     try:
         info = read_info(state)
         assert info is not None
-        instance, ip = _launch_in(info["env"])
-        deadline = time.monotonic() + 30
-        while not leftovers(hosts, ip).get("nspawn") or not ssh_answers(ip):
-            assert time.monotonic() < deadline, "the cloud's host never booted"
-            time.sleep(0.1)
+        ip = _launch_booted(info["env"], hosts)
     finally:
         cloud_cli("down", state)
     assert leftovers(hosts, ip) == {}
@@ -480,11 +486,7 @@ def test_reaping_after_a_crash(tmp_path: Path) -> None:
     info = read_info(state)
     assert info is not None
     try:
-        instance, ip = _launch_in(info["env"])
-        deadline = time.monotonic() + 30
-        while not leftovers(hosts, ip).get("nspawn") or not ssh_answers(ip):
-            assert time.monotonic() < deadline, "the crashed cloud's host never booted"
-            time.sleep(0.1)
+        ip = _launch_booted(info["env"], hosts)
     finally:
         os.kill(info["pid"], signal.SIGKILL)  # the crash: no cleanup at all
     # SIGKILL is delivered at once but the process takes a moment to die (longer on a busy
