@@ -64,6 +64,7 @@ def slowest(output: str, n: int = 8) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tasks", type=int, default=8, help="how many of the slowest tasks to print")
     args = parser.parse_args()
     cloud = Cloud(Path(tempfile.mkdtemp(prefix="gpu_lab_bench_")), hosts=True).start()
     if not cloud.hosts:
@@ -89,7 +90,7 @@ def main() -> None:
                 again = run_playbook("launch", env, home, lab)
                 rerun.append(time.perf_counter() - start)
                 changed = {h: r["changed"] for h, r in recaps(again.stdout).items()}
-                profiles = {"cold": slowest(first.stdout), "re-run": slowest(again.stdout)}
+                profiles = {"cold": slowest(first.stdout, args.tasks), "re-run": slowest(again.stdout, args.tasks)}
                 run_playbook("teardown", env, home, lab)
     finally:
         cloud.stop()
