@@ -12,6 +12,26 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def playbook_command(
+    name: str,
+    env: Mapping[str, str],
+    home: Path,
+    extra_vars: Mapping[str, object] | None = None,
+    *args: str,
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `ansible-playbook <name>.yml -e k=v ...` run in the
+    repo with HOME=home and env added (for a test that needs the process itself)."""
+    cmd = [str(BIN / "ansible-playbook"), f"{name}.yml", *args]
+    for key, value in (extra_vars or {}).items():
+        cmd += ["-e", f"{key}={value}"]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    full_env.update(env)
+    full_env.update({"HOME": str(home), "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
+                     "PATH": f"{BIN}:{full_env.get('PATH', '')}"})
+    home.mkdir(parents=True, exist_ok=True)
+    return cmd, full_env
+
+
 def run_playbook(
     name: str,
     env: Mapping[str, str],
@@ -21,14 +41,7 @@ def run_playbook(
     timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
     """`ansible-playbook <name>.yml -e k=v ...` in the repo, with HOME=home and env added."""
-    cmd = [str(BIN / "ansible-playbook"), f"{name}.yml", *args]
-    for key, value in (extra_vars or {}).items():
-        cmd += ["-e", f"{key}={value}"]
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    full_env.update(env)
-    full_env.update({"HOME": str(home), "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
-                     "PATH": f"{BIN}:{full_env.get('PATH', '')}"})
-    home.mkdir(parents=True, exist_ok=True)
+    cmd, full_env = playbook_command(name, env, home, extra_vars, *args)
     return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 

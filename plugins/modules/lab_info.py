@@ -28,9 +28,39 @@ options:
   security_group_name:
     description: Name of the lab's security group.
     type: str
-  instance_type:
-    description: An instance type to describe (whether it exists in the region, its GPUs).
-    type: str
+  instance_types:
+    description:
+      - Instance types to describe (whether each exists in the region, its GPUs), that is the
+        lab's candidates. One call for all of them while they all exist.
+    type: list
+    elements: str
+    default: []
+  image:
+    description:
+      - When the lab has no live instance, also resolve the image a new one would use, that is the
+        pinned O(image.image_id); else the AMI id in the public SSM parameter
+        O(image.ssm_parameter); else the newest image owned by O(image.owners) whose name
+        matches O(image.name_pattern). An existing instance is never given another image, so
+        a lab with an instance makes none of these calls.
+    type: dict
+    suboptions:
+      image_id:
+        description: A pinned AMI id.
+        type: str
+        default: ''
+      ssm_parameter:
+        description: The public SSM parameter holding the latest AMI id of an image line.
+        type: str
+        default: ''
+      name_pattern:
+        description: The fallback name pattern.
+        type: str
+        default: ''
+      owners:
+        description: Owners of the fallback images.
+        type: list
+        elements: str
+        default: [amazon]
   volumes:
     description: Also describe the lab instance's EBS volumes (size, type), for the cost view.
     type: bool
@@ -54,7 +84,7 @@ EXAMPLES = r"""
     lab: csdl
     key_name: csdl-server
     security_group_name: csdl-ssh
-    instance_type: g6.xlarge
+    instance_types: [g6.xlarge, g5.xlarge]
   register: lab
 """
 
@@ -86,8 +116,16 @@ key_pair:
   description: The lab's key pair (name, id, fingerprint, type), or an empty dict.
   returned: always
   type: dict
-instance_type:
-  description: The described instance type (name, exists, gpus), or an empty dict.
+instance_types:
+  description: Each described instance type (name, exists, vcpus, gpus), in the order asked.
+  returned: always
+  type: list
+  elements: dict
+image:
+  description:
+    - With O(image) and no live instance, the image a new instance would use (image_id, name,
+      creation_date, root_device_name, root_size_gib, source = pinned, ssm or name), or an
+      empty dict when none was found.
   returned: always
   type: dict
 volumes:
@@ -146,7 +184,10 @@ def _instances(ec2: Any, lab: str) -> list[dict[str, Any]]:
             "public_ip": i.get("PublicIpAddress", ""),
             "key_name": i.get("KeyName", ""),
             "subnet_id": i.get("SubnetId", ""),
-            "security_groups": [g["GroupId"] for g in i.get("SecurityGroups", [])],
+            # moto leaves SecurityGroups empty for an instance launched with a network
+            # interface spec (AWS fills it): the primary interface's groups are the same.
+            "security_groups": [g["GroupId"] for g in i.get("SecurityGroups") or
+                                [g for n in i.get("NetworkInterfaces", [])[:1] for g in n.get("Groups", [])]],
             "root_volume_ids": [m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", []) if "Ebs" in m],
         # "User initiated (2026-11-26 10:00:00 GMT)": when a stopped instance stopped.
         "state_reason": i.get("StateTransitionReason", ""),
@@ -209,28 +250,69 @@ def _key_pair(ec2: Any, name: str | None) -> dict[str, Any]:
     }
 
 
-def _instance_type(ec2: Any, name: str | None) -> dict[str, Any]:
-    if not name:
-        return {}
+def _instance_types(ec2: Any, names: list[str]) -> list[dict[str, Any]]:
+    if not names:
+        return []
     try:
-        types = ec2.describe_instance_types(InstanceTypes=[name])["InstanceTypes"]
+        described = {t["InstanceType"]: t for t in ec2.describe_instance_types(InstanceTypes=names)["InstanceTypes"]}
     except botocore.exceptions.ClientError as e:
-        if e.response["Error"]["Code"] in ("InvalidInstanceType", "InvalidParameterValue"):
-            return {"name": name, "exists": False, "gpus": ""}
-        raise
-    if not types:
-        return {"name": name, "exists": False, "gpus": ""}
-    gpus = types[0].get("GpuInfo", {}).get("Gpus", [])
+        if e.response["Error"]["Code"] not in ("InvalidInstanceType", "InvalidParameterValue"):
+            raise
+        if len(names) == 1:
+            return [_type_summary(names[0], None)]
+        # One unknown type fails the whole call: ask for each, to say which.
+        return [t for name in names for t in _instance_types(ec2, [name])]
+    return [_type_summary(name, described.get(name)) for name in names]
+
+
+def _type_summary(name: str, described: dict[str, Any] | None) -> dict[str, Any]:
+    if not described:
+        return {"name": name, "exists": False, "vcpus": 0, "gpus": ""}
+    gpus = described.get("GpuInfo", {}).get("Gpus", [])
     return {
         "name": name,
         "exists": True,
-        "vcpus": types[0].get("VCpuInfo", {}).get("DefaultVCpus", 0),
+        "vcpus": described.get("VCpuInfo", {}).get("DefaultVCpus", 0),
         "gpus": ", ".join(
             f"{g.get('Count', 1)} x {g.get('Manufacturer', '')} {g.get('Name', '')} "
             f"({g.get('MemoryInfo', {}).get('SizeInMiB', 0) // 1024} GiB)"
             for g in gpus
         ),
     }
+
+
+def _image(ec2: Any, ssm: Any, wanted: dict[str, Any]) -> dict[str, Any]:
+    """The image a new instance would use (the DLAMI resolution order), or {}."""
+    image_id, source = wanted.get("image_id") or "", "pinned"
+    if not image_id and wanted.get("ssm_parameter"):
+        try:
+            image_id = ssm.get_parameter(Name=wanted["ssm_parameter"])["Parameter"]["Value"]
+            source = "ssm"
+        except botocore.exceptions.ClientError as e:
+            if e.response["Error"]["Code"] not in ("ParameterNotFound", "AccessDeniedException"):
+                raise
+    if image_id:
+        try:
+            images = ec2.describe_images(ImageIds=[image_id])["Images"]
+        except botocore.exceptions.ClientError as e:
+            if not e.response["Error"]["Code"].startswith("InvalidAMIID"):
+                raise
+            images = []
+        if images or source == "pinned":
+            return _image_summary(images[0], source) if images else {}
+    if not wanted.get("name_pattern"):
+        return {}
+    images = ec2.describe_images(Owners=wanted.get("owners") or ["amazon"], Filters=[
+        {"Name": "name", "Values": [wanted["name_pattern"]]}, {"Name": "state", "Values": ["available"]}])["Images"]
+    return _image_summary(max(images, key=lambda i: i.get("CreationDate", "")), "name") if images else {}
+
+
+def _image_summary(image: dict[str, Any], source: str) -> dict[str, Any]:
+    root = image.get("RootDeviceName", "/dev/sda1")
+    sizes = [m["Ebs"].get("VolumeSize", 8) for m in image.get("BlockDeviceMappings", [])
+             if m.get("DeviceName") == root and "Ebs" in m]
+    return {"image_id": image["ImageId"], "name": image.get("Name", ""), "creation_date": image.get("CreationDate", ""),
+            "root_device_name": root, "root_size_gib": sizes[0] if sizes else 8, "source": source}
 
 
 def _volumes(ec2: Any, volume_ids: list[str]) -> list[dict[str, Any]]:
@@ -277,9 +359,15 @@ def main() -> None:
             "lab": {"type": "str", "required": True},
             "key_name": {"type": "str"},
             "security_group_name": {"type": "str"},
-            "instance_type": {"type": "str"},
+            "instance_types": {"type": "list", "elements": "str", "default": []},
             "volumes": {"type": "bool", "default": False},
             "orphans": {"type": "bool", "default": False},
+            "image": {"type": "dict", "options": {
+                "image_id": {"type": "str", "default": ""},
+                "ssm_parameter": {"type": "str", "default": ""},
+                "name_pattern": {"type": "str", "default": ""},
+                "owners": {"type": "list", "elements": "str", "default": ["amazon"]},
+            }},
         },
         supports_check_mode=True,
     )
@@ -292,11 +380,13 @@ def main() -> None:
             "addresses": pool.submit(_addresses, ec2, p["lab"]),
             "security_group": pool.submit(_security_group, ec2, p["security_group_name"]),
             "key_pair": pool.submit(_key_pair, ec2, p["key_name"]),
-            "instance_type": pool.submit(_instance_type, ec2, p["instance_type"]),
+            "instance_types": pool.submit(_instance_types, ec2, p["instance_types"]),
             "orphans": pool.submit(_orphans, ec2) if p["orphans"] else None,
         }
         try:
             found = {name: job.result() if job else [] for name, job in jobs.items()}
+            found["image"] = (
+                _image(ec2, module.client("ssm"), p["image"]) if p["image"] and not found["instances"] else {})
             found["volumes"] = (
                 _volumes(ec2, [v for i in found["instances"][:1] for v in i["root_volume_ids"]])
                 if p["volumes"] else [])
@@ -322,6 +412,11 @@ def main() -> None:
 
 
 def _no_credentials(reason: str) -> str:
+    if reason in ("ExpiredToken", "ExpiredTokenException", "RequestExpired"):
+        return (
+            f"Your AWS session has expired ({reason}): log in again (`aws sso login --profile NAME`, or new "
+            "temporary keys in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN), then re-run."
+        )
     return (
         f"No working AWS credentials ({reason}): run `aws configure`, or `aws sso login --profile NAME` "
         "and export AWS_PROFILE=NAME, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."

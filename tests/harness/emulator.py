@@ -24,6 +24,8 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from tests.harness.idempotency import RunInstancesTokens
+
 ACCOUNT_ID = "123456789012"
 AMAZON_OWNER_ID = "898082745236"  # the account that publishes the Deep Learning AMIs
 DEFAULT_REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
@@ -63,7 +65,12 @@ def dlami_parameter_name(line: DlamiLine) -> str:
 
 def _seed_catalogue() -> None:
     """moto's instance-type catalogue lacks p3.2xlarge, which AWS still sells."""
-    from moto.ec2.models.instance_types import INSTANCE_TYPES, InstanceType, InstanceTypeBackend
+    from moto.ec2.models.instance_types import (
+        INSTANCE_TYPE_OFFERINGS,
+        INSTANCE_TYPES,
+        InstanceType,
+        InstanceTypeBackend,
+    )
 
     if "p3.2xlarge" not in INSTANCE_TYPES and "g5.2xlarge" in INSTANCE_TYPES:
         p3 = json.loads(json.dumps(INSTANCE_TYPES["g5.2xlarge"]))
@@ -74,6 +81,10 @@ def _seed_catalogue() -> None:
         }
         INSTANCE_TYPES["p3.2xlarge"] = p3
         InstanceTypeBackend.instance_types.append(InstanceType("p3.2xlarge"))
+        # ... and its offerings: where g5.2xlarge is offered, so is p3.2xlarge.
+        for regions in INSTANCE_TYPE_OFFERINGS.values():
+            for offers in regions.values():
+                offers += [{**o, "InstanceType": "p3.2xlarge"} for o in offers if o["InstanceType"] == "g5.2xlarge"]
 
 
 def _seed_region(account: str, region: str) -> dict[str, str]:
@@ -228,6 +239,7 @@ class Emulator:
         self.regions = tuple(regions)
         self.calls = CallLog()
         self.interceptors: list[Middleware] = []  # fault injection hooks (reliability tests)
+        self.run_tokens = RunInstancesTokens()  # moto ignores RunInstances' ClientToken
         self._port = port
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -273,6 +285,7 @@ class Emulator:
 
         urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"))  # noqa: S310
         self.calls.reset()
+        self.run_tokens.reset()
         self.seed()
 
     def stop(self) -> None:
@@ -303,6 +316,10 @@ class Emulator:
                     return [payload]
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
+            if action == "ec2:RunInstances":
+                replayed = self.run_tokens.serve(body, environ, app, start_response)
+                if replayed is not None:
+                    return replayed
             return app(environ, start_response)
 
         return middleware

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import boto3
@@ -28,6 +29,18 @@ CASES = [
     ("malformed AMI id", {"gpu_lab_ami_id": "ubuntu"}, "AMI id 'ubuntu' is not valid"),
     ("unknown DLAMI line", {"gpu_lab_dlami": "no-such-line", "gpu_lab_ami_name_pattern": "Nothing *"},
      "No Deep Learning AMI found in us-east-1 for the line 'no-such-line'"),
+    ("malformed fallback type", {"gpu_lab_fallback_instance_types": "g5.xlarge,big"},
+     "Fallback instance types g5.xlarge,big are not valid"),
+    ("unknown fallback type", {"gpu_lab_fallback_instance_types": "g5.xlarge,g9.huge"},
+     "Fallback instance type g9.huge does not exist in us-east-1"),
+    ("zone of another region", {"gpu_lab_zones": "us-west-2a"}, "Zones us-west-2a are not all zones of us-east-1"),
+    ("Jupyter port out of range", {"gpu_lab_jupyter_port": "70000"}, "Jupyter port '70000' is not valid"),
+    ("Jupyter port privileged", {"gpu_lab_jupyter_port": "80"}, "Jupyter port '80' is not valid"),
+    ("course repo not a URL", {"gpu_lab_course_repo": "course.git"}, "Course repository 'course.git' is not a git URL"),
+    ("course repo unreachable", {"gpu_lab_course_repo": "https://127.0.0.1:9/course.git"},
+     "Could not read the course repository https://127.0.0.1:9/course.git from this machine"),
+    ("idle minutes not a number", {"gpu_lab_idle_minutes": "1h"}, "Idle minutes '1h' is not valid"),
+    ("daily stop not a time", {"gpu_lab_daily_stop": "25:00"}, "Daily stop '25:00' is not a time"),
 ]
 
 
@@ -93,3 +106,37 @@ def test_lost_private_key_stops_before_launch(emulator: Emulator, tmp_path: Path
         assert ec2.describe_instances()["Reservations"] == []
     finally:
         ec2.delete_key_pair(KeyName="lost-server")
+
+
+def test_expired_credentials_say_log_in_again(emulator: Emulator, tmp_path: Path) -> None:
+    def expired(environ: dict, body: bytes, action: str | None) -> tuple[int, dict, bytes] | None:
+        return 400, {"Content-Type": "text/xml"}, (
+            b"<Response><Errors><Error><Code>ExpiredToken</Code><Message>The security token included in the "
+            b"request is expired</Message></Error></Errors><RequestID>gpu-lab</RequestID></Response>")
+
+    emulator.interceptors.append(expired)
+    try:
+        emulator.calls.reset()
+        result = run_playbook("launch", emulator.env(), tmp_path / "home", GOOD)
+    finally:
+        emulator.interceptors.remove(expired)
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "Your AWS session has expired (ExpiredToken): log in again" in out, out[-3000:]
+    assert_nothing_created(emulator, tmp_path / "home")
+
+
+def test_key_file_readable_by_others_stops_before_launch(emulator: Emulator, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    key = home / ".ssh" / "csdl-server.pem"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    key.chmod(0o644)
+    emulator.calls.reset()
+    result = run_playbook("launch", emulator.env(), home, GOOD)
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert f"The private key {key} can be read by others (mode 644)" in out, out[-3000:]
+    assert f"chmod 400 {key}" in out
+    assert oct(key.stat().st_mode & 0o777) == "0o644", "the user's file was changed"
+    assert emulator.calls.snapshot()["mutating"] == 0

@@ -1,0 +1,494 @@
+#!/usr/bin/python
+# Copyright: gpu_lab developers
+# MIT License
+"""The lab's instance, running at its Elastic IP: launch with capacity failover, or start."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: lab_host
+short_description: Run the lab's one GPU instance at the lab's Elastic IP, failing over on capacity
+version_added: 0.2.0
+description:
+  - Brings a lab's instance to C(running) and associates the lab's Elastic IP with it. Acts on
+    what M(csdl.gpu_lab.lab_info) found, so it never looks the lab up again.
+  - With no instance, launches one, trying the candidate instance types in order and, for each,
+    the zones that offer it (M(amazon.aws.ec2_instance) retries a capacity error for minutes
+    and cannot fail over). A capacity error (C(InsufficientInstanceCapacity), C(Unsupported))
+    moves on to the next zone at once; a quota error (C(VcpuLimitExceeded)) to the next type.
+    When every candidate fails, says what was tried and which quota to raise, and nothing is
+    left allocated.
+  - Each launch attempt carries an idempotency token made from the lab, its security group,
+    the type and the zone, so two launches of one lab at the same time get one instance.
+  - Creates the lab's security group when there is none (one rule, SSH from one CIDR), tagged
+    in the same call, without M(amazon.aws.ec2_security_group)'s fixed wait after a create.
+  - Every resource is tagged in the call that creates it (C(TagSpecifications)), so an
+    interrupted launch leaves nothing untagged, and the next run finds and reuses it.
+  - With a stopped instance, starts it; a capacity error then says what to do and changes
+    nothing.
+author: gpu_lab developers
+options:
+  lab:
+    description: The lab's name.
+    type: str
+    required: true
+  instance:
+    description: The lab's live instance as M(csdl.gpu_lab.lab_info) returned it (C({}) when none).
+    type: dict
+    default: {}
+  addresses:
+    description: The lab's Elastic IPs as M(csdl.gpu_lab.lab_info) returned them.
+    type: list
+    elements: dict
+    default: []
+  instance_types:
+    description: Candidate instance types, most wanted first (used only to launch).
+    type: list
+    elements: str
+    default: []
+  zones:
+    description: Zones to try, in order; empty means every zone of the region offering the type.
+    type: list
+    elements: str
+    default: []
+  image_id:
+    description: AMI of a new instance.
+    type: str
+  root_device_name:
+    description: The AMI's root device.
+    type: str
+    default: /dev/sda1
+  volume_size:
+    description: Root volume size in GiB (encrypted gp3).
+    type: int
+    default: 100
+  key_name:
+    description: Key pair of a new instance.
+    type: str
+  security_group_id:
+    description: Security group of a new instance; without it, the group O(security_group) is created.
+    type: str
+  security_group:
+    description:
+      - The group to create when O(security_group_id) is not given, tagged at creation, with one
+        ingress rule (SSH from O(security_group.ssh_cidr)) and nothing else. Changes to an
+        existing group are M(amazon.aws.ec2_security_group)'s job.
+    type: dict
+    suboptions:
+      name:
+        description: Group name.
+        type: str
+        required: true
+      description:
+        description: Group description.
+        type: str
+        required: true
+      ssh_cidr:
+        description: The only source allowed in, on port 22.
+        type: str
+        required: true
+      rule_description:
+        description: The rule's description.
+        type: str
+        default: SSH from the lab's workstation
+  tags:
+    description: Tags of the instance, its volume and the Elastic IP (plus C(Name) for each).
+    type: dict
+    default: {}
+  wait_timeout:
+    description: Seconds to wait for the instance to run.
+    type: int
+    default: 600
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+"""
+
+EXAMPLES = r"""
+- name: Run the lab's instance at its address
+  csdl.gpu_lab.lab_host:
+    region: us-east-1
+    lab: csdl
+    instance: "{{ found.instance }}"
+    addresses: "{{ found.addresses }}"
+    instance_types: [g6.xlarge, g5.xlarge, g4dn.xlarge]
+    image_id: ami-0123456789abcdef0
+    key_name: csdl-server
+    security_group:
+      name: csdl-ssh
+      description: SSH to the csdl GPU lab host
+      ssh_cidr: 203.0.113.7/32
+    tags: {gpu_lab:lab: csdl}
+"""
+
+RETURN = r"""
+instance:
+  description: The running instance (id, state, type, zone, image, launch_time).
+  returned: success
+  type: dict
+security_group_id:
+  description: The security group of a launched instance (created or given).
+  returned: when launched
+  type: str
+address:
+  description: The lab's Elastic IP (public_ip, allocation_id).
+  returned: success
+  type: dict
+attempts:
+  description: Each launch or start attempt (type, zone, outcome, code, message), in order.
+  returned: always
+  type: list
+  elements: dict
+launched:
+  description: Whether a new instance was launched.
+  returned: success
+  type: bool
+started:
+  description: Whether a stopped instance was started.
+  returned: success
+  type: bool
+"""
+
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+try:
+    import botocore.config
+    import botocore.exceptions
+except ImportError:
+    pass  # AnsibleAWSModule reports a missing botocore
+
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+
+# No capacity for this type in this zone: try the next zone.
+CAPACITY_CODES = {"InsufficientInstanceCapacity", "InsufficientCapacity", "Unsupported",
+                  "InsufficientHostCapacity", "InsufficientReservedInstanceCapacity"}
+# The account may not run more of this family in the region: try the next type.
+QUOTA_CODES = {"VcpuLimitExceeded", "InstanceLimitExceeded"}
+# Worth another try of the same call.
+TRANSIENT_CODES = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError",
+                   "InternalFailure", "ServiceUnavailable", "Unavailable", "RequestTimeout"}
+QUOTAS = {
+    "g": "Running On-Demand G and VT instances (L-DB2E81BA)",
+    "p": "Running On-Demand P instances (L-417A185B)",
+}
+
+
+def _quota_of(instance_type: str) -> str:
+    return QUOTAS.get(instance_type[:1], "Running On-Demand Standard instances (L-1216C47A)")
+
+
+def _code(error: botocore.exceptions.ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+class LabHost:
+    def __init__(self, module: AnsibleAWSModule) -> None:
+        self.module = module
+        self.p = module.params
+        # Capacity errors come back as HTTP 500, which botocore would retry with backoff: the
+        # launch calls go through a client that never retries, and `_call` retries only what
+        # is transient (throttling, internal errors), so a capacity error moves on at once.
+        self.ec2 = module.client("ec2", config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 8}))
+        self.launcher = module.client("ec2", config=botocore.config.Config(retries={"total_max_attempts": 1}))
+        self.attempts: list[dict[str, Any]] = []
+        self.tags = dict(self.p["tags"])
+        self.created_group = ""
+
+    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        delay = 0.5
+        for attempt in range(8):
+            try:
+                return getattr(self.launcher, method)(**kwargs)
+            except botocore.exceptions.ClientError as e:
+                if _code(e) not in TRANSIENT_CODES or attempt == 7:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 8)
+        raise AssertionError("unreachable")
+
+    # --- launch
+    def _token(self, instance_type: str, zone: str, salt: str = "") -> str:
+        seed = f"gpu_lab:{self.p['lab']}:{self.p['security_group_id']}:{instance_type}:{zone}:{salt}"
+        return hashlib.sha256(seed.encode()).hexdigest()[:64]
+
+    def _where(self) -> tuple[dict[str, list[str]], dict[str, tuple[str, str]]]:
+        """Zones offering each candidate type, and the default subnet of each zone."""
+        types = self.p["instance_types"]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            offers = pool.submit(self.ec2.describe_instance_type_offerings, LocationType="availability-zone",
+                                 Filters=[{"Name": "instance-type", "Values": types}])
+            subnets = pool.submit(self.ec2.describe_subnets,
+                                  Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+        offered: dict[str, list[str]] = {t: [] for t in types}
+        for o in offers.result()["InstanceTypeOfferings"]:
+            offered[o["InstanceType"]].append(o["Location"])
+        return offered, {s["AvailabilityZone"]: (s["SubnetId"], s["VpcId"]) for s in subnets.result()["Subnets"]}
+
+    def _run(self, instance_type: str, zone: str, subnet_id: str) -> dict[str, Any]:
+        spec = {
+            "ImageId": self.p["image_id"],
+            "InstanceType": instance_type,
+            "KeyName": self.p["key_name"],
+            "MinCount": 1,
+            "MaxCount": 1,
+            # The Elastic IP is the address: no auto-assigned public IPv4 (billed, and it changes).
+            "NetworkInterfaces": [{"DeviceIndex": 0, "SubnetId": subnet_id, "AssociatePublicIpAddress": False,
+                                   "Groups": [self.p["security_group_id"]], "DeleteOnTermination": True}],
+            "MetadataOptions": {"HttpEndpoint": "enabled", "HttpTokens": "required"},
+            "InstanceInitiatedShutdownBehavior": "stop",
+            "BlockDeviceMappings": [{"DeviceName": self.p["root_device_name"],
+                                     "Ebs": {"VolumeSize": self.p["volume_size"], "VolumeType": "gp3",
+                                             "Encrypted": True, "DeleteOnTermination": True}}],
+            "TagSpecifications": [
+                {"ResourceType": kind, "Tags": [{"Key": k, "Value": str(v)} for k, v in
+                                                {**self.tags, "Name": f"{self.p['lab']}-server"}.items()]}
+                for kind in ("instance", "volume")
+            ],
+        }
+        salt = ""
+        for _ in range(3):
+            instance = self._call("run_instances", ClientToken=self._token(instance_type, zone, salt),
+                                  **spec)["Instances"][0]
+            # A token reused after its instance was terminated answers with that instance.
+            if instance["State"]["Name"] not in ("shutting-down", "terminated"):
+                return instance
+            salt = instance["InstanceId"]
+        self.module.fail_json(msg="RunInstances kept answering with a terminated instance.",
+                              attempts=self.attempts)
+        raise AssertionError("unreachable")
+
+    def security_group(self, vpc_id: str) -> str:
+        """Creates the lab's group (one SSH rule); a group of that name made meanwhile is used."""
+        spec = self.p["security_group"]
+        tags = [{"Key": k, "Value": str(v)} for k, v in self.tags.items()]
+        try:
+            group_id = self._call("create_security_group", GroupName=spec["name"], Description=spec["description"],
+                                  VpcId=vpc_id, TagSpecifications=[{"ResourceType": "security-group",
+                                                                    "Tags": tags}])["GroupId"]
+            self.created_group = group_id
+        except botocore.exceptions.ClientError as e:
+            if _code(e) != "InvalidGroup.Duplicate":  # another launch of this lab got there first
+                raise
+            group_id = self.ec2.describe_security_groups(Filters=[
+                {"Name": "group-name", "Values": [spec["name"]]}, {"Name": "vpc-id", "Values": [vpc_id]}],
+            )["SecurityGroups"][0]["GroupId"]
+        try:
+            self._call("authorize_security_group_ingress", GroupId=group_id, IpPermissions=[{
+                "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                "IpRanges": [{"CidrIp": spec["ssh_cidr"], "Description": spec["rule_description"]}]}])
+        except botocore.exceptions.ClientError as e:
+            if _code(e) != "InvalidPermission.Duplicate":
+                raise
+        return group_id
+
+    def launch(self) -> dict[str, Any]:
+        p = self.p
+        missing = [k for k in ("image_id", "key_name") if not p[k]]
+        if not (p["security_group_id"] or p["security_group"]):
+            missing.append("security_group_id or security_group")
+        if missing or not p["instance_types"]:
+            self.module.fail_json(msg=f"To launch, lab_host needs {', '.join(missing) or 'instance_types'}.")
+        offered, subnets = self._where()
+        if subnets and not p["security_group_id"]:
+            p["security_group_id"] = self.security_group(next(iter(subnets.values()))[1])
+        if not subnets:
+            self.module.fail_json(msg=f"The region {p['region']} has no default subnet to launch into: "
+                                      "create a default VPC (aws ec2 create-default-vpc).")
+        for instance_type in p["instance_types"]:
+            zones = [z for z in (p["zones"] or sorted(offered[instance_type])) if z in offered[instance_type]]
+            if not zones:
+                self.attempts.append({"type": instance_type, "zone": "", "outcome": "not offered",
+                                      "code": "", "message": "not offered in the zones tried"})
+                continue
+            for zone in zones:
+                if zone not in subnets:
+                    self.attempts.append({"type": instance_type, "zone": zone, "outcome": "no subnet",
+                                          "code": "", "message": "no default subnet in this zone"})
+                    continue
+                try:
+                    instance = self._run(instance_type, zone, subnets[zone][0])
+                except botocore.exceptions.ClientError as e:
+                    code = _code(e)
+                    if code not in CAPACITY_CODES | QUOTA_CODES:
+                        self.module.fail_json_aws(e, msg=f"Could not launch {instance_type} in {zone}",
+                                                  attempts=self.attempts)
+                    self.attempts.append({"type": instance_type, "zone": zone, "code": code,
+                                          "outcome": "quota" if code in QUOTA_CODES else "no capacity",
+                                          "message": e.response.get("Error", {}).get("Message", "")})
+                    if code in QUOTA_CODES:
+                        break  # a regional quota: other zones cannot help this type
+                    continue
+                self.attempts.append({"type": instance_type, "zone": zone, "outcome": "launched",
+                                      "code": "", "message": ""})
+                return instance
+        if self.created_group:  # nothing of this failed launch stays behind
+            try:
+                self._call("delete_security_group", GroupId=self.created_group)
+            except botocore.exceptions.ClientError:
+                pass  # teardown.yml removes it; it costs nothing meanwhile
+        tried = "; ".join(f"{a['type']} in {a['zone'] or 'no zone'}: {a['code'] or a['outcome']}"
+                          for a in self.attempts)
+        quotas = sorted({_quota_of(t) for t in p["instance_types"]})
+        self.module.fail_json(
+            msg=(f"No candidate instance could be launched in {p['region']} ({tried}). Try again later, "
+                 f"add types to gpu_lab_fallback_instance_types or zones to gpu_lab_zones, or choose "
+                 f"another gpu_lab_region; where the code is a limit, ask AWS to raise the quota "
+                 f"{' / '.join(quotas)} (Service Quotas console, EC2). No instance, address or "
+                 "security group was left."),
+            attempts=self.attempts)
+        raise AssertionError("unreachable")
+
+    def start(self, instance: dict[str, Any]) -> None:
+        try:
+            self._call("start_instances", InstanceIds=[instance["id"]])
+        except botocore.exceptions.ClientError as e:
+            code = _code(e)
+            self.attempts.append({"type": instance["type"], "zone": instance["zone"], "code": code,
+                                  "outcome": "no capacity" if code in CAPACITY_CODES else "failed",
+                                  "message": e.response.get("Error", {}).get("Message", "")})
+            if code in CAPACITY_CODES | QUOTA_CODES:
+                self.module.fail_json(
+                    msg=(f"AWS has no {instance['type']} capacity in {instance['zone']} right now ({code}), so "
+                         f"the lab's instance {instance['id']} stays stopped and nothing changed. Try "
+                         "start.yml again in a few minutes; or keep your work and move: teardown.yml "
+                         "removes the instance and its disk, so first push your work, then teardown.yml "
+                         "and launch.yml with gpu_lab_zones or gpu_lab_fallback_instance_types set."),
+                    attempts=self.attempts)
+            self.module.fail_json_aws(e, msg=f"Could not start {instance['id']}", attempts=self.attempts)
+        self.attempts.append({"type": instance["type"], "zone": instance["zone"], "outcome": "started",
+                              "code": "", "message": ""})
+
+    def wait_running(self, instance_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self.p["wait_timeout"]
+        delay = 0.2
+        while True:
+            try:
+                found = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+            except botocore.exceptions.ClientError as e:
+                if _code(e) != "InvalidInstanceID.NotFound":  # eventual consistency just after launch
+                    raise
+                found = []
+            instance = found[0]["Instances"][0] if found else {}
+            state = instance.get("State", {}).get("Name", "")
+            if state == "running":
+                return instance
+            if state in ("shutting-down", "terminated"):
+                reason = instance.get("StateReason", {}).get("Message", state)
+                self.module.fail_json(msg=f"The instance {instance_id} ended while starting: {reason}",
+                                      attempts=self.attempts)
+            if time.monotonic() > deadline:
+                self.module.fail_json(msg=f"The instance {instance_id} was not running after "
+                                          f"{self.p['wait_timeout']} s (state: {state or 'unknown'}).",
+                                      attempts=self.attempts)
+            time.sleep(delay)
+            delay = min(delay * 2, 5)
+
+    # --- address
+    def associate(self, instance_id: str) -> tuple[dict[str, str], bool]:
+        addresses = self.p["addresses"]
+        mine = [a for a in addresses if a.get("instance_id") == instance_id]
+        if mine:
+            return {"public_ip": mine[0]["public_ip"], "allocation_id": mine[0]["allocation_id"]}, False
+        # One address per lab: an address left by an interrupted launch is reused.
+        free = [a for a in addresses if not a.get("association_id")] or addresses
+        if free:
+            address = {"public_ip": free[0]["public_ip"], "allocation_id": free[0]["allocation_id"]}
+            self._call("associate_address", AllocationId=address["allocation_id"], InstanceId=instance_id,
+                       AllowReassociation=True)
+            return address, True
+        tags = [{"Key": k, "Value": str(v)} for k, v in {**self.tags, "Name": f"{self.p['lab']}-eip"}.items()]
+        answer = self._call("allocate_address", Domain="vpc",
+                            TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": tags}])
+        self._call("associate_address", AllocationId=answer["AllocationId"], InstanceId=instance_id,
+                   AllowReassociation=True)
+        return self._one_address(instance_id), True
+
+    def _one_address(self, instance_id: str) -> dict[str, str]:
+        """One address per lab. Launches racing each other may each allocate one: every one of
+        them then keeps the lab's lowest allocation id at the instance and releases the rest,
+        so they all end with the same single address."""
+        lab = self.ec2.describe_addresses(Filters=[{"Name": "tag:gpu_lab:lab", "Values": [self.p["lab"]]}])["Addresses"]
+        keep = min(lab, key=lambda a: a["AllocationId"])
+        for other in lab:
+            if other["AllocationId"] == keep["AllocationId"] or other.get("InstanceId") not in (None, "", instance_id):
+                continue
+            try:
+                if other.get("AssociationId"):
+                    self._call("disassociate_address", AssociationId=other["AssociationId"])
+                self._call("release_address", AllocationId=other["AllocationId"])
+            except botocore.exceptions.ClientError as e:
+                if "NotFound" not in _code(e):  # the other launch released it first
+                    raise
+        if keep.get("InstanceId") != instance_id:
+            self._call("associate_address", AllocationId=keep["AllocationId"], InstanceId=instance_id,
+                       AllowReassociation=True)
+        return {"public_ip": keep["PublicIp"], "allocation_id": keep["AllocationId"]}
+
+
+def _summary(instance: dict[str, Any]) -> dict[str, Any]:
+    launch_time = instance.get("LaunchTime")
+    return {
+        "id": instance["InstanceId"],
+        "state": instance["State"]["Name"],
+        "type": instance["InstanceType"],
+        "zone": instance["Placement"]["AvailabilityZone"],
+        "image": instance.get("ImageId", ""),
+        "launch_time": launch_time.isoformat() if hasattr(launch_time, "isoformat") else str(launch_time or ""),
+    }
+
+
+def main() -> None:
+    module = AnsibleAWSModule(
+        argument_spec={
+            "lab": {"type": "str", "required": True},
+            "instance": {"type": "dict", "default": {}},
+            "addresses": {"type": "list", "elements": "dict", "default": []},
+            "instance_types": {"type": "list", "elements": "str", "default": []},
+            "zones": {"type": "list", "elements": "str", "default": []},
+            "image_id": {"type": "str"},
+            "root_device_name": {"type": "str", "default": "/dev/sda1"},
+            "volume_size": {"type": "int", "default": 100},
+            "key_name": {"type": "str", "no_log": False},
+            "security_group_id": {"type": "str"},
+            "security_group": {"type": "dict", "options": {
+                "name": {"type": "str", "required": True},
+                "description": {"type": "str", "required": True},
+                "ssh_cidr": {"type": "str", "required": True},
+                "rule_description": {"type": "str", "default": "SSH from the lab's workstation"},
+            }},
+            "tags": {"type": "dict", "default": {}},
+            "wait_timeout": {"type": "int", "default": 600},
+        },
+        supports_check_mode=False,
+    )
+    host = LabHost(module)
+    known = module.params["instance"] or {}
+    launched = started = False
+    try:
+        if not known:
+            instance_id = host.launch()["InstanceId"]
+            launched = True
+        else:
+            instance_id = known["id"]
+            if known["state"] in ("stopped", "stopping"):
+                if known["state"] == "stopping":
+                    host.ec2.get_waiter("instance_stopped").wait(InstanceIds=[instance_id])
+                host.start(known)
+                started = True
+        instance = host.wait_running(instance_id)
+        address, associated = host.associate(instance_id)
+    except botocore.exceptions.ClientError as e:
+        module.fail_json_aws(e, msg="Could not run the lab's instance", attempts=host.attempts)
+    except botocore.exceptions.WaiterError as e:
+        module.fail_json(msg=f"The instance did not stop: {e}", attempts=host.attempts)
+    module.exit_json(changed=launched or started or associated, instance=_summary(instance), address=address,
+                     attempts=host.attempts, launched=launched, started=started,
+                     security_group_id=module.params["security_group_id"] or "")
+
+
+if __name__ == "__main__":
+    main()
