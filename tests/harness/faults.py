@@ -295,6 +295,8 @@ class FaultInjector:
             raise ValueError("code must name an AWS error code (or 'throttle')")
         if not action or not (isinstance(action, str) or all(isinstance(a, str) for a in action)):
             raise ValueError("action must be an action name, a glob, or a list of them")
+        if message is not None and not isinstance(message, str):
+            raise ValueError(f"message must be text, not {message!r}")
         if status is not None and (isinstance(status, bool) or not isinstance(status, int)
                                    or not 400 <= status <= 599):
             raise ValueError(f"status must be an HTTP error status (400-599), not {status!r}")

@@ -387,9 +387,11 @@ def test_http_control(emulator: Emulator) -> None:
     ({"code": "InternalError", "status": 200}, "status must be an HTTP error status"),
     ({"code": "InternalError", "when": "always"}, "unknown rule fields: ['when']"),
     ({"code": "InternalError", "where": {"InstanceType": 3}}, "where must map request fields"),
+    ({"code": "InternalError", "message": 3}, "message must be text"),
     ([{"code": "InternalError"}, {"code": ""}], "code must name an AWS error code"),
     ("InternalError", "a rule is a JSON object"),
-], ids=["no code", "two schedules", "every 0", "status 200", "unknown field", "where value", "one bad of two",
+], ids=["no code", "two schedules", "every 0", "status 200", "unknown field", "where value", "message",
+        "one bad of two",
         "not an object"])
 def test_http_control_refuses_bad_rules(emulator: Emulator, payload: Any, message: str) -> None:
     status, answer = control(emulator, "POST", payload=payload)
