@@ -7,12 +7,16 @@ module is patched. On top of moto this adds, in one WSGI middleware:
   created through the public API (moto answers ``AccessDeniedException: reserved
   parameter name``), so they are put straight into moto's backends;
 * a count of API calls per action, split into mutating and read-only, for the benchmarks
-  (``GET /_gpu_lab/calls``, ``DELETE /_gpu_lab/calls`` to reset).
+  (``GET /_gpu_lab/calls``, ``DELETE /_gpu_lab/calls`` to reset); calls answered by an
+  interceptor instead of moto are counted too, and also as ``injected``;
+* fault injection (``emulator.faults``, ``/_gpu_lab/faults``): chosen calls answered with
+  real AWS errors, see tests/harness/faults.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import http
 import io
 import json
 import threading
@@ -24,6 +28,8 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from tests.harness.faults import PATH as FAULTS_PATH
+from tests.harness.faults import FaultInjector, handle_http
 from tests.harness.idempotency import RunInstancesTokens
 
 ACCOUNT_ID = "123456789012"
@@ -174,25 +180,32 @@ class CallLog:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     calls: Counter[str] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)  # answered by an interceptor, not moto
 
-    def record(self, action: str) -> None:
+    def record(self, action: str, injected: bool = False) -> None:
         with self.lock:
             self.calls[action] += 1
+            if injected:
+                self.injected[action] += 1
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             calls = dict(self.calls)
+            injected = dict(self.injected)
         mutating = {a: n for a, n in calls.items() if not a.split(":")[-1].startswith(READ_ONLY_PREFIXES)}
         return {
             "total": sum(calls.values()),
             "mutating": sum(mutating.values()),
             "read_only": sum(calls.values()) - sum(mutating.values()),
             "by_action": calls,
+            "injected": sum(injected.values()),
+            "injected_by_action": injected,
         }
 
     def reset(self) -> None:
         with self.lock:
             self.calls.clear()
+            self.injected.clear()
 
 
 def request_action(environ: dict[str, Any], body: bytes) -> str | None:
@@ -238,7 +251,11 @@ class Emulator:
     def __init__(self, port: int = 0, regions: Iterable[str] = DEFAULT_REGIONS) -> None:
         self.regions = tuple(regions)
         self.calls = CallLog()
-        self.interceptors: list[Middleware] = []  # fault injection hooks (reliability tests)
+        # Hooks in the request path; the first one to answer wins and moto never sees the call.
+        # The fault injector goes first: a call it fails reaches no later hook (the stand-in
+        # controller's) either, as a failed call does nothing on AWS.
+        self.faults = FaultInjector(zone_of_subnet=self._zone_of_subnet, zones_of_region=self._zones_of_region)
+        self.interceptors: list[Middleware] = [self.faults]
         self.run_tokens = RunInstancesTokens()  # moto ignores RunInstances' ClientToken
         self._port = port
         self._server: BaseWSGIServer | None = None
@@ -280,13 +297,31 @@ class Emulator:
             self.dlami[region] = _seed_region(ACCOUNT_ID, region)
 
     def reset(self) -> None:
-        """Forgets every resource (moto's reset) and seeds again."""
+        """Forgets every resource (moto's reset), the call counts and the fault rules, and
+        seeds again."""
         import urllib.request
 
         urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"))  # noqa: S310
         self.calls.reset()
         self.run_tokens.reset()
+        self.faults.clear()
         self.seed()
+
+    def _zone_of_subnet(self, region: str | None, subnet_id: str) -> str | None:
+        from moto.ec2.models import ec2_backends
+
+        try:
+            return ec2_backends[ACCOUNT_ID][region or self.regions[0]].get_subnet(subnet_id).availability_zone
+        except Exception:  # noqa: BLE001 - an unknown subnet selects no zone; moto answers the call
+            return None
+
+    def _zones_of_region(self, region: str | None) -> list[str]:
+        from moto.ec2.models import ec2_backends
+
+        try:
+            return [z.name for z in ec2_backends[ACCOUNT_ID][region or self.regions[0]].describe_availability_zones()]
+        except Exception:  # noqa: BLE001 - only for the wording of a message
+            return []
 
     def stop(self) -> None:
         if self._server is not None:
@@ -305,15 +340,21 @@ class Emulator:
                 return [body]
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length) if length else b""
+            if path == FAULTS_PATH or path.startswith(FAULTS_PATH + "/"):
+                code, answer = handle_http(self.faults, environ["REQUEST_METHOD"], path, body)
+                start_response(_status_line(code), [("Content-Type", "application/json")])
+                return [json.dumps(answer).encode()]
             action = request_action(environ, body)
-            if action:
-                self.calls.record(action)
-            for hook in self.interceptors:
+            for hook in list(self.interceptors):
                 answer = hook(environ, body, action)
                 if answer is not None:
+                    if action:
+                        self.calls.record(action, injected=True)
                     status, headers, payload = answer
-                    start_response(f"{status} ERROR", list(headers.items()))
+                    start_response(_status_line(status), list(headers.items()))
                     return [payload]
+            if action:
+                self.calls.record(action)
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
             if action == "ec2:RunInstances":
@@ -323,3 +364,10 @@ class Emulator:
             return app(environ, start_response)
 
         return middleware
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Error"
