@@ -92,7 +92,11 @@ options:
         type: str
         default: SSH from the lab's workstation
   tags:
-    description: Tags of the instance, its volume and the Elastic IP (plus C(Name) for each).
+    description: Tags of everything it creates (plus a C(Name) for the instance, volume and address).
+    type: dict
+    default: {}
+  instance_tags:
+    description: Further tags of a new instance and its volume (settings the lab records there).
     type: dict
     default: {}
   wait_timeout:
@@ -245,7 +249,8 @@ class LabHost:
                                              "Encrypted": True, "DeleteOnTermination": True}}],
             "TagSpecifications": [
                 {"ResourceType": kind, "Tags": [{"Key": k, "Value": str(v)} for k, v in
-                                                {**self.tags, "Name": f"{self.p['lab']}-server"}.items()]}
+                                                {**self.tags, **self.p["instance_tags"],
+                                                 "Name": f"{self.p['lab']}-server"}.items()]}
                 for kind in ("instance", "volume")
             ],
         }
@@ -461,6 +466,7 @@ def main() -> None:
                 "rule_description": {"type": "str", "default": "SSH from the lab's workstation"},
             }},
             "tags": {"type": "dict", "default": {}},
+            "instance_tags": {"type": "dict", "default": {}},
             "wait_timeout": {"type": "int", "default": 600},
         },
         supports_check_mode=False,

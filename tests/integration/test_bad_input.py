@@ -109,17 +109,9 @@ def test_lost_private_key_stops_before_launch(emulator: Emulator, tmp_path: Path
 
 
 def test_expired_credentials_say_log_in_again(emulator: Emulator, tmp_path: Path) -> None:
-    def expired(environ: dict, body: bytes, action: str | None) -> tuple[int, dict, bytes] | None:
-        return 400, {"Content-Type": "text/xml"}, (
-            b"<Response><Errors><Error><Code>ExpiredToken</Code><Message>The security token included in the "
-            b"request is expired</Message></Error></Errors><RequestID>gpu-lab</RequestID></Response>")
-
-    emulator.interceptors.append(expired)
-    try:
-        emulator.calls.reset()
+    emulator.calls.reset()
+    with emulator.faults.active("*", "ExpiredToken"):
         result = run_playbook("launch", emulator.env(), tmp_path / "home", GOOD)
-    finally:
-        emulator.interceptors.remove(expired)
     out = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
     assert "Your AWS session has expired (ExpiredToken): log in again" in out, out[-3000:]
