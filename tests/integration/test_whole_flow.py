@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -114,7 +115,7 @@ def test_whole_flow(world: dict[str, Any]) -> None:
     launched = run_playbook("launch", env, home, lab)
     assert launched.returncode == 0, launched.stdout[-4000:] + launched.stderr[-2000:]
     out = launched.stdout
-    assert "Jupyter (once connected): http://localhost:" in out
+    assert f"Jupyter (once connected): {LAB}-jupyter, or open the URL in {home}/.gpu_lab/{LAB}/jupyter_url" in out
     assert "Shortcuts (in a new terminal): ssh-flow, flow-start, flow-stop, flow-status" in out
 
     again = run_playbook("launch", env, home, lab)
@@ -129,6 +130,10 @@ def test_whole_flow(world: dict[str, Any]) -> None:
 
     token = (home / ".gpu_lab" / LAB / "jupyter_token").read_text().strip()
     assert (home / ".gpu_lab" / LAB / "jupyter_token").stat().st_mode & 0o777 == 0o600
+    assert token not in launched.stdout + launched.stderr + again.stdout + again.stderr
+    url_file = home / ".gpu_lab" / LAB / "jupyter_url"
+    assert url_file.stat().st_mode & 0o777 == 0o600
+    assert re.fullmatch(rf"http://localhost:\d+/lab\?token={token}\n", url_file.read_text())
     tunnel = Tunnel(home, free_port(), LAB)
     try:
         base = f"http://127.0.0.1:{tunnel.local_port}"

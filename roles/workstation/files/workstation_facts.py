@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Look at this machine for the workstation role, in one read-only pass, and print JSON.
+
+The role reads it with a pipe lookup on the controller (the machine it configures), so one
+run of this script replaces several module calls. It never fails on what it finds: problems
+go into the JSON (port.error) for the role to report. Output:
+
+- account: home directory and login shell from the passwd entry (ssh uses those, not $HOME),
+  and the operating system;
+- "forwarded": the local port the lab's ssh_config forwards now, if any;
+- "port" (with --wanted): the tunnel's local port. The order of preference:
+  1. the port this lab's ssh_config already forwards, if it came from the same wanted port
+     and no other lab uses it: free, or held by ssh (presumably the lab's own open tunnel),
+     or held by a program this user cannot see. Re-runs then never move a working tunnel;
+  2. otherwise the wanted port, or the next one up that nothing on this machine listens on
+     and no other lab's ssh_config forwards;
+- "keyscan" (with --keyscan ADDRESS): ssh-keyscan's lines, whether they hold a host key, and
+  the tries it took (1 + retries at most, a delay apart, while the server boots). It runs
+  while the rest is looked at;
+- "stat": per --stat path, its type, mode and (regular files) SHA-1, or null when missing.
+  No file content is printed: the role compares hashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import pwd
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+FORWARD = re.compile(r"^\s*LocalForward\s+(?:\S*:)?(\d+)\s", re.IGNORECASE | re.MULTILINE)
+# A known_hosts line's key, host field optional: what the role pins (see vars/main.yml).
+HOST_KEY = re.compile(r"^(?![#@])(?:(?!ssh-|ecdsa-|sk-)\S+\s+)?(?:ssh-|ecdsa-|sk-)\S+\s+[A-Za-z0-9+/]+={0,3}(?:\s|$)")
+
+
+def forwarded_port(ssh_config: Path) -> int | None:
+    """The local port an ssh_config written by the role forwards, if any."""
+    try:
+        match = FORWARD.search(ssh_config.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def in_use(port: int) -> bool:
+    """True when something answers on localhost:port or the port cannot be bound."""
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.settimeout(0.5)
+                if probe.connect_ex((address, port)) == 0:
+                    return True
+        except OSError:
+            continue  # no IPv6 on this machine
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # ssh sets SO_REUSEADDR on its listeners too: test the bind it would do.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def listeners(port: int) -> set[str]:
+    """Names of the programs listening on the port, as far as this user can see them."""
+    names: set[str] = set()
+    if shutil.which("lsof"):
+        out = run(["lsof", "-nP", "-a", f"-iTCP:{port}", "-sTCP:LISTEN", "-Fc"])
+        names.update(line[1:] for line in out.splitlines() if line.startswith("c"))
+    elif shutil.which("ss"):
+        out = run(["ss", "-Hltnp", f"sport = :{port}"])
+        names.update(re.findall(r'\(\("([^"]+)"', out))
+    return names
+
+
+def run(argv: list[str]) -> str:
+    try:
+        # Fixed argv of lsof/ss, no shell.
+        return subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False).stdout  # noqa: S603
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def choose_port(lab: str, gpu_lab_dir: Path, wanted: int, tries: int) -> dict[str, object]:
+    others = {
+        port: path.parent.name
+        for path in sorted(gpu_lab_dir.glob("*/ssh_config"))
+        if path.parent.name != lab and (port := forwarded_port(path)) is not None
+    }
+    window = range(wanted, min(wanted + tries, 65536))
+    previous = forwarded_port(gpu_lab_dir / lab / "ssh_config")
+    if previous in window and previous not in others:
+        if not in_use(previous):
+            return port_result(previous, wanted, others, kept=True)
+        holders = listeners(previous)
+        if not holders or all(name.startswith("ssh") for name in holders):
+            return port_result(previous, wanted, others, kept=True)
+    for port in window:
+        if port not in others and not in_use(port):
+            return port_result(port, wanted, others, kept=False)
+    last = window[-1] if window else wanted
+    return {
+        "error": f"No free local port from {wanted} to {last} for the Jupyter tunnel: stop what uses "
+        "them, or set workstation_local_port to another port."
+    }
+
+
+def port_result(port: int, wanted: int, others: dict[int, str], *, kept: bool) -> dict[str, object]:
+    reason = ""
+    if port != wanted:
+        if wanted in others:
+            why = f"lab {others[wanted]} forwards it"
+        else:
+            why = "another program on this machine listens on it (a local Jupyter?)"
+        if kept and not in_use(wanted) and wanted not in others:
+            why = "it was taken when the lab was set up; the port stays put so links keep working"
+        reason = f"local port {wanted} is not used: {why}; the tunnel uses {port}"
+    return {"port": port, "wanted": wanted, "changed": port != wanted, "reason": reason}
+
+
+class Keyscan:
+    """ssh-keyscan of one address, started at once; retried (1 + retries tries) while it finds no host key."""
+
+    def __init__(self, address: str, timeout: int, retries: int, delay: int) -> None:
+        self.argv = ["ssh-keyscan", "-T", str(timeout), address]
+        self.max_tries, self.delay, self.tries = 1 + max(retries, 0), delay, 0
+        self.process = self.start()
+
+    def start(self) -> subprocess.Popen[str] | None:
+        self.tries += 1
+        try:
+            # Fixed argv, no shell; the address is one argument.
+            return subprocess.Popen(  # noqa: S603
+                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+        except OSError:
+            return None
+
+    def result(self) -> dict[str, object]:
+        while True:
+            lines = self.process.communicate()[0].splitlines() if self.process else []
+            found = any(HOST_KEY.match(line.strip()) for line in lines)
+            if found or self.tries >= self.max_tries:
+                return {"lines": lines, "tries": self.tries, "found": found}
+            time.sleep(self.delay)
+            self.process = self.start()
+
+
+def describe(path: Path) -> dict[str, str] | None:
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    kind = "directory" if stat.S_ISDIR(info.st_mode) else "file" if stat.S_ISREG(info.st_mode) else "other"
+    seen = {"type": kind, "mode": f"{stat.S_IMODE(info.st_mode):04o}"}
+    if kind == "file":
+        try:
+            seen["sha1"] = hashlib.sha1(path.read_bytes()).hexdigest()  # noqa: S324 - what Ansible's hash('sha1') gives
+        except OSError:
+            pass
+    return seen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lab", required=True)
+    parser.add_argument("--gpu-lab-dir", required=True, type=Path)
+    parser.add_argument("--wanted", type=int, help="the wanted local port: choose the tunnel's port")
+    parser.add_argument("--tries", default=20, type=int)
+    parser.add_argument("--keyscan", metavar="ADDRESS", help="scan this address's host keys")
+    parser.add_argument("--keyscan-timeout", default=5, type=int)
+    parser.add_argument("--keyscan-retries", default=5, type=int)
+    parser.add_argument("--keyscan-delay", default=3, type=int)
+    # Keys of "stat" are the paths exactly as given: the role looks them up by its own strings.
+    parser.add_argument("--stat", action="append", default=[])
+    args = parser.parse_args()
+
+    # The scan waits on the network: it runs while the rest is looked at.
+    scan = args.keyscan and Keyscan(args.keyscan, args.keyscan_timeout, args.keyscan_retries, args.keyscan_delay)
+    account = pwd.getpwuid(os.getuid())
+    facts: dict[str, object] = {
+        "lab": args.lab,
+        "user_dir": account.pw_dir,
+        "user_shell": account.pw_shell,
+        "system": platform.system(),
+        "forwarded": forwarded_port(args.gpu_lab_dir / args.lab / "ssh_config"),
+        "stat": {path: describe(Path(path)) for path in args.stat},
+    }
+    if args.wanted is not None:
+        facts["port"] = choose_port(args.lab, args.gpu_lab_dir, args.wanted, args.tries)
+    if scan:
+        facts["keyscan"] = scan.result()
+    print(json.dumps(facts))
+
+
+if __name__ == "__main__":
+    main()
