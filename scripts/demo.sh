@@ -36,8 +36,8 @@ case "${1:-up}" in
     say "ansible-playbook launch.yml  (against $AWS_ENDPOINT_URL)"
     cd "$repo" && ansible-playbook launch.yml "${extra[@]}"
     say "next: make demo-shell opens a shell in the sandbox; there, ssh-csdl logs in with the"
-    say "Jupyter tunnel open: browse to the Jupyter URL printed above. csdl-status, csdl-stop and"
-    say "csdl-start work too. make demo-clean removes everything (emulator, host, sandbox)."
+    say "Jupyter tunnel open; csdl-jupyter (in a second demo-shell) prints the Jupyter URL and opens"
+    say "it. csdl-status, csdl-stop and csdl-start work too. make demo-clean removes everything."
     ;;
   shell)
     sandbox_env
