@@ -31,7 +31,7 @@ from tests.harness.emulator import DLAMI_LINES, dlami_parameter_name
 from tests.harness.standin import image, net
 from tests.harness.standin.cleanup import OWNERS, _start_time, reap_orphans
 from tests.harness.standin.host import ssh_answers, state_tag
-from tests.harness.standin.system import mounts_under
+from tests.harness.standin.system import file_lock, mounts_under
 
 pytestmark = [
     pytest.mark.hosts,
@@ -423,9 +423,13 @@ def leftovers(state_dir: Path, ip: str) -> dict[str, Any]:
         "nspawn": nspawns,
         "cgroups": [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/gpu_lab/{tag}")],
     }
-    if not any(ns.startswith(net.NETNS_PREFIX) for ns in net.list_netns()):  # the last host
-        nft = subprocess.run(["nft", "list", "table", "ip", net.NFT_TABLE], capture_output=True)
-        found["nft"] = [net.NFT_TABLE] if nft.returncode == 0 else []
+    # The masquerade table is shared by every cloud on the machine (molecule's and the other
+    # pytest run's too): look under the lock their changes take, or another cloud caught
+    # between making its namespace and its table looks like a leftover.
+    with file_lock(net._LOCK):  # noqa: SLF001 - the harness's own lock
+        if not any(ns.startswith(net.NETNS_PREFIX) for ns in net.list_netns()):  # the last host
+            nft = subprocess.run(["nft", "list", "table", "ip", net.NFT_TABLE], capture_output=True)
+            found["nft"] = [net.NFT_TABLE] if nft.returncode == 0 else []
     return {k: v for k, v in found.items() if v}
 
 
