@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.aws_state import lab_state
 from tests.harness.cloud import Cloud
 from tests.playbook import recap, run_playbook
 
@@ -51,15 +52,9 @@ def refuse(cloud: Cloud) -> Iterator[Callable[..., list[tuple[str, str, str]]]]:
 
 
 def lab_resources(aws: Callable[..., Any]) -> dict[str, list[Any]]:
-    ec2 = aws("ec2")
-    lab = [{"Name": "tag:gpu_lab:lab", "Values": ["cap"]}]
-    return {
-        "instances": [i for r in ec2.describe_instances(Filters=lab)["Reservations"] for i in r["Instances"]
-                      if i["State"]["Name"] != "terminated"],
-        "addresses": ec2.describe_addresses(Filters=lab)["Addresses"],
-        "groups": ec2.describe_security_groups(
-            Filters=[{"Name": "group-name", "Values": ["cap-ssh"]}])["SecurityGroups"],
-    }
+    """The capacity lab's live instances, addresses and security group."""
+    state = lab_state(aws("ec2"), "cap")
+    return {key: state[key] for key in ("instances", "addresses", "groups")}
 
 
 def flat(result: Any) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.aws_state import lab_state
 from tests.harness.cloud import Cloud
 from tests.playbook import REPO, playbook_command, recap, run_playbook
 
@@ -41,23 +42,6 @@ class Hold:
         return 503, {"Content-Type": "text/xml"}, (
             b"<Response><Errors><Error><Code>ServiceUnavailable</Code><Message>held by the test</Message></Error>"
             b"</Errors><RequestID>gpu-lab-hold</RequestID></Response>")
-
-
-def lab_state(aws: Callable[..., Any], lab: str) -> dict[str, Any]:
-    ec2 = aws("ec2")
-    tag = [{"Name": "tag:gpu_lab:lab", "Values": [lab]}]
-    instances = [i for r in ec2.describe_instances(Filters=tag)["Reservations"] for i in r["Instances"]
-                 if i["State"]["Name"] != "terminated"]
-    return {
-        "instances": instances,
-        "addresses": ec2.describe_addresses(Filters=tag)["Addresses"],
-        "groups": ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"{lab}-ssh"]}])[
-            "SecurityGroups"],
-        "key_pairs": ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [f"{lab}-server"]}])["KeyPairs"],
-        # Untagged left-overs would escape the lab's tag: count every address and group too.
-        "all_addresses": ec2.describe_addresses()["Addresses"],
-        "all_groups": [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"],
-    }
 
 
 def assert_exactly_one_of_each(state: dict[str, Any], home: Path, lab: str) -> None:
@@ -104,7 +88,7 @@ def test_interrupted_launch_then_launch_again(cloud: Cloud, aws: Callable[..., A
         cloud.emulator.interceptors.remove(hold)
     again = run_playbook("launch", cloud.env(), tmp_path, LAB)
     assert again.returncode == 0, again.stdout[-3000:]
-    assert_exactly_one_of_each(lab_state(aws, "intr"), tmp_path, "intr")
+    assert_exactly_one_of_each(lab_state(aws("ec2"), "intr"), tmp_path, "intr")
     third = run_playbook("launch", cloud.env(), tmp_path, LAB)
     assert recap(third.stdout)["changed"] == 0, third.stdout[-3000:]
 
@@ -142,6 +126,6 @@ def test_two_launches_at_once_make_one_instance(cloud: Cloud, aws: Callable[...,
         cloud.emulator.interceptors.remove(barrier)
     assert barrier.both.is_set(), "never met at RunInstances:\n" + "\n".join(o[-2000:] for o in outputs)
     assert [p.returncode for p in launches] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
-    assert_exactly_one_of_each(lab_state(aws, "intr"), tmp_path, "intr")
+    assert_exactly_one_of_each(lab_state(aws("ec2"), "intr"), tmp_path, "intr")
     again = run_playbook("launch", cloud.env(), tmp_path, LAB)
     assert recap(again.stdout)["changed"] == 0, again.stdout[-3000:]
