@@ -2,7 +2,8 @@
 
 * ``cloud_session``: one emulated cloud for the whole run (stand-in hosts where the
   machine allows: root on Linux; see ``Cloud.hosts_reason`` otherwise);
-* ``cloud``: the same cloud, reset before the test: no resources, no stand-ins;
+* ``cloud``: the same cloud, reset before the test: no resources, no stand-ins, a
+  stand-in for every instance again (``cloud.controller.only(None)``);
 * ``hosts_cloud``: ``cloud``, or a skip saying why stand-in hosts cannot run here;
 * ``aws``: ``aws("ec2")`` gives a boto3 client talking to the emulator.
 """
@@ -33,10 +34,13 @@ def cloud_session(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest
 
 @pytest.fixture
 def cloud(cloud_session: Cloud) -> Cloud:
-    """The session's cloud, emptied: an earlier test's instances (and stand-ins) are gone."""
+    """The session's cloud, emptied: an earlier test's instances (and stand-ins) are gone,
+    and so is its choice of instances that get a stand-in (after the reset: an earlier
+    test's unchosen instances must not boot in between)."""
     cloud_session.emulator.reset()
     if cloud_session.controller is not None:
         cloud_session.controller.wait_settled()
+        cloud_session.controller.only(None)
     return cloud_session
 
 

@@ -22,9 +22,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.harness.emulator import DEFAULT_REGIONS, Emulator
+
+if TYPE_CHECKING:
+    from tests.harness.standin.controller import Want
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,9 +48,12 @@ class Cloud:
     """The emulator and the stand-in hosts tied to its instances."""
 
     def __init__(self, state_dir: Path, hosts: bool = True, port: int = 0,
-                 regions: tuple[str, ...] = DEFAULT_REGIONS) -> None:
+                 regions: tuple[str, ...] = DEFAULT_REGIONS, want: Want | None = None) -> None:
+        """want: which running instances get a stand-in (None: all); tests change it
+        with ``cloud.controller.only(predicate)``."""
         self.state_dir = Path(state_dir)
         self.emulator = Emulator(port=port, regions=regions)
+        self.want = want
         self.hosts_reason = hosts_unavailable_reason() if hosts else "stand-in hosts turned off"
         self.controller: Any = None
 
@@ -64,7 +70,7 @@ class Cloud:
         if self.hosts:
             from tests.harness.standin.controller import HostController
 
-            self.controller = HostController(self.emulator, self.state_dir / "hosts")
+            self.controller = HostController(self.emulator, self.state_dir / "hosts", want=self.want)
             self.controller.start()
         return self
 

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 
 from tests.harness.cloud import REPO, Cloud, hosts_unavailable_reason, read_info
 from tests.harness.emulator import DLAMI_LINES, dlami_parameter_name
-from tests.harness.standin import image, net
+from tests.harness.standin import cloudinit, image, net
 from tests.harness.standin.cleanup import OWNERS, _start_time, reap_orphans
 from tests.harness.standin.host import ssh_answers, state_tag
 from tests.harness.standin.system import file_lock, mounts_under
@@ -98,6 +98,7 @@ def standin_cloud(cloud_session: Cloud) -> Cloud:
         pytest.skip(f"no stand-in hosts: {cloud_session.hosts_reason}")
     cloud_session.emulator.reset()
     cloud_session.controller.wait_settled()
+    cloud_session.controller.only(None)  # an earlier module's choice of instances
     return cloud_session
 
 
@@ -401,6 +402,84 @@ def test_plain_ami_has_no_pytorch_venv(standin_cloud: Cloud, ec2: Any,
     host = launch(image=plain)
     standin_cloud.controller.wait_until(host.instance_id, "booted")
     ssh.run(host, "test ! -e /opt/pytorch && python3 -m venv --help >/dev/null && sudo -n true")
+
+
+# --- a class: user data's admin key, stand-ins for chosen labs only --------------------
+
+def test_cloud_config_parsing() -> None:
+    header = "#cloud-config\n"
+    assert cloudinit.authorized_keys(header + "ssh_authorized_keys:\n  - ssh-ed25519 AAAA a\n  - ssh-rsa B b\n") \
+        == (["ssh-ed25519 AAAA a", "ssh-rsa B b"], None)
+    assert cloudinit.authorized_keys(header + "packages: [git]\n") == ([], None)
+    assert cloudinit.authorized_keys("#!/bin/sh\necho ssh_authorized_keys\n") == ([], None)
+    assert cloudinit.authorized_keys(None) == ([], None)
+    keys, problem = cloudinit.authorized_keys(header + "ssh_authorized_keys: [unclosed\n")
+    assert keys == [] and problem and "not valid YAML" in problem
+    keys, problem = cloudinit.authorized_keys(header + "ssh_authorized_keys: ssh-ed25519 AAAA a\n")
+    assert keys == [] and problem and "not a list" in problem
+    # moto keeps user data as sent: base64 (a Base64EncodedString); gzip/binary is not read
+    from moto.core.types import Base64EncodedString
+
+    assert cloudinit.user_data_text(Base64EncodedString("I2Nsb3VkLWNvbmZpZwo=")) == header
+    assert cloudinit.user_data_text(Base64EncodedString("//4=")) is None  # not UTF-8
+    assert cloudinit.user_data_text("%%%") is None
+
+
+def _keygen(path: Path, comment: str) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def test_user_data_keys_are_authorized_beside_the_key_pair(standin_cloud: Cloud, launch: Callable[..., Launched],
+                                                          ssh: Ssh, tmp_path: Path) -> None:
+    admin_key = tmp_path / "admin"
+    user_data = f"#cloud-config\nssh_authorized_keys:\n  - {_keygen(admin_key, 'dl2026-admin')}\n"
+    student = launch(UserData=user_data)
+    other = launch()  # no user data: the key pair's key only
+    broken = launch(UserData="#cloud-config\nssh_authorized_keys: [unclosed\n")  # ignored, said
+    for host in (student, other, broken):
+        standin_cloud.controller.wait_until(host.instance_id, "booted")
+
+    assert ssh.run(student, "whoami").stdout == "ubuntu\n"
+    assert ssh.run(replace(student, key=admin_key), "whoami").stdout == "ubuntu\n"
+    assert ssh.run(other, "whoami").stdout == "ubuntu\n"
+    refused = ssh.run(replace(other, key=admin_key), "whoami", check=False)
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused
+    assert ssh.run(broken, "whoami").stdout == "ubuntu\n"
+    errors = standin_cloud.controller.errors
+    assert not [e for e in errors if student.instance_id in e or other.instance_id in e], errors
+    assert [e for e in errors if broken.instance_id in e and "not valid YAML" in e], errors
+
+
+@pytest.fixture
+def only(standin_cloud: Cloud) -> Iterator[Callable[..., None]]:
+    """controller.only, set back to every instance after the test. Ask for it BEFORE
+    ``launch``: its teardown then runs after launch's has terminated the unchosen
+    instances (which would otherwise get a stand-in the moment the filter goes)."""
+    yield standin_cloud.controller.only
+    standin_cloud.controller.only(None)
+
+
+def test_only_chosen_instances_get_stand_ins(standin_cloud: Cloud, only: Callable[..., None],
+                                             launch: Callable[..., Launched], ssh: Ssh) -> None:
+    only(lambda observed: observed.tags.get("gpu_lab:student") in ("s1", "s3"))
+    labs = {}
+    for student in ("s1", "s2", "s3", "s4"):
+        tags = [{"Key": "gpu_lab:lab", "Value": f"dl2026-{student}"}, {"Key": "gpu_lab:class", "Value": "dl2026"},
+                {"Key": "gpu_lab:student", "Value": student}]
+        labs[student] = launch(TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+    controller = standin_cloud.controller
+    for student in ("s1", "s3"):
+        controller.wait_until(labs[student].instance_id, "booted")
+        assert ssh.run(labs[student], "hostname").stdout == "ip-" + labs[student].ip.replace(".", "-") + "\n"
+
+    made = {iid for iid in controller.hosts() if iid in {lab.instance_id for lab in labs.values()}}
+    assert made == {labs["s1"].instance_id, labs["s3"].instance_id}
+    for student in ("s2", "s4"):
+        started = time.monotonic()
+        assert connect_error(labs[student].ip) in ("EHOSTUNREACH", "ECONNREFUSED")
+        assert ssh.run(labs[student], "true", check=False).returncode == 255
+        assert time.monotonic() - started < 5, "an unchosen lab's EIP must fail fast, not hang"
 
 
 # --- leaving nothing behind -----------------------------------------------------------

@@ -2,7 +2,9 @@
 outside as it would on EC2:
 
 * running, with an Elastic IP associated: booted, answering SSH at the EIP with the
-  key pair's public key authorized for ``ubuntu``;
+  key pair's public key authorized for ``ubuntu``, and the keys of the user data's
+  cloud-config ``ssh_authorized_keys`` too (the one part of user data emulated; see
+  cloudinit.py);
 * stopped: powered off, its disk kept; started again: boots from the same disk;
 * terminated (or gone after a reset of the emulator): destroyed;
 * powered off from inside the guest (``sudo poweroff``, an idle auto-stop): the
@@ -14,8 +16,12 @@ outside as it would on EC2:
 
 A stand-in is made the first time an instance runs with an EIP (nothing could reach it
 before; and inventory tests run hundreds of instances that need no host); from then on
-it follows the instance's state. A background thread reads moto's backends in-process
-every ``interval`` seconds: the emulator must run in this process (``Emulator.start``).
+it follows the instance's state. A test can narrow that down to chosen instances
+(``only(predicate)``: a class of 30 labs cannot all boot on a small machine); the
+others get none, and their EIPs answer "No route to host" like any unrouted EIP.
+
+A background thread reads moto's backends in-process every ``interval`` seconds: the
+emulator must run in this process (``Emulator.start``).
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ import threading
 import time
 import traceback
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tests.harness.emulator import ACCOUNT_ID
-from tests.harness.standin import image, net
+from tests.harness.standin import cloudinit, image, net
 from tests.harness.standin.cleanup import claim, cleanup_stale, reap_orphans, record_blocked
 from tests.harness.standin.host import StandIn, ssh_answers
 
@@ -51,6 +58,11 @@ class Observed:
     public_key: str | None
     plain: bool
     shutdown_behavior: str
+    tags: dict[str, str] = field(default_factory=dict)
+    user_data: str | None = None  # decoded (see cloudinit.user_data_text)
+
+
+Want = Callable[[Observed], bool]
 
 
 @dataclass(frozen=True)
@@ -69,10 +81,15 @@ class HostInfo:
 
 
 class HostController:
-    def __init__(self, emulator: Emulator, state_dir: Path, interval: float = 0.2) -> None:
+    def __init__(self, emulator: Emulator, state_dir: Path, interval: float = 0.2,
+                 want: Want | None = None) -> None:
         self.emulator = emulator
         self.state_dir = Path(state_dir)
         self.interval = interval
+        # Which running instances get a stand-in (None: all). Asked at every pass for
+        # each one that has none yet; one that has a stand-in keeps it.
+        self.want: Want | None = want
+        self._first_user_data: dict[str, str | None] = {}  # as at the instance's first run
         self.errors: list[str] = []
         self._hosts: dict[str, StandIn] = {}
         self._blocked: set[str] = set()
@@ -125,6 +142,13 @@ class HostController:
             finally:
                 self._hosts.clear()
                 cleanup_stale(self.state_dir)  # whatever the above missed or failed at
+
+    def only(self, want: Want | None) -> None:
+        """From now on, only running instances for which ``want(observed)`` is true get a
+        stand-in (``None``: every instance, the default). Stand-ins made before stay.
+        The ``cloud`` fixture sets it back to None for each test."""
+        with self._lock:
+            self.want = want
 
     # --- queries for tests -------------------------------------------------------------
     def hosts(self) -> dict[str, HostInfo]:
@@ -195,6 +219,7 @@ class HostController:
         """One pass: makes every stand-in match its instance (the thread calls this)."""
         with self._lock:
             observed, allocated = self._observe()
+            self._note_first_runs(observed)
             self._react_to_guests(observed)
             self._reboot_requested()
             for iid in list(self._hosts):
@@ -231,8 +256,29 @@ class HostController:
                         public_key=key.material_public.decode() if key else None,
                         plain=not (ami is not None and str(ami.name).startswith(DLAMI_NAME_PREFIX)),
                         shutdown_behavior=inst.instance_initiated_shutdown_behavior or "stop",
+                        # backend.tags is a defaultdict: .get, or every instance gets an entry
+                        tags=dict(backend.tags.get(inst.id) or {}),
+                        user_data=cloudinit.user_data_text(getattr(inst, "user_data", None)),
                     )
         return observed, allocated
+
+    def _note_first_runs(self, observed: dict[str, Observed]) -> None:
+        """Keeps each instance's user data as it was when it first ran: cloud-init reads
+        it at the first boot, a stand-in may be made later (an EIP, a filter that says yes)."""
+        for iid in [iid for iid in self._first_user_data if iid not in observed]:
+            del self._first_user_data[iid]
+        for obs in observed.values():
+            if obs.state == "running" and obs.instance_id not in self._first_user_data:
+                self._first_user_data[obs.instance_id] = obs.user_data
+
+    def _wanted(self, obs: Observed) -> bool:
+        if self.want is None:
+            return True
+        try:
+            return bool(self.want(obs))
+        except Exception:  # a broken filter in a test: say so, make nothing
+            self._error(f"stand-in filter failed for {obs.instance_id}: {traceback.format_exc()}")
+            return False
 
     def _react_to_guests(self, observed: dict[str, Observed]) -> None:
         """Guests that went off by themselves: poweroff inside is a shutdown of the instance."""
@@ -312,7 +358,8 @@ class HostController:
         host = self._hosts.get(iid)
         if obs.state == "running":
             if host is None:
-                if obs.eip and net.is_routable(obs.eip) and iid not in self._create_failed:
+                if (obs.eip and net.is_routable(obs.eip) and iid not in self._create_failed
+                        and self._wanted(obs)):
                     self._create(obs)
             elif not host.running and host.failure is None:
                 try:
@@ -328,8 +375,12 @@ class HostController:
 
     def _create(self, obs: Observed) -> None:
         assert self._base is not None, "start() first"
+        user_data = self._first_user_data.get(obs.instance_id, obs.user_data)
+        extra_keys, problem = cloudinit.authorized_keys(user_data)
+        if problem:
+            self._error(f"stand-in {obs.instance_id}: {problem}")
         host = StandIn(obs.instance_id, self.state_dir, self._base, self.share_dir,
-                       public_key=obs.public_key, plain=obs.plain)
+                       public_key=obs.public_key, extra_keys=extra_keys, plain=obs.plain)
         self._hosts[obs.instance_id] = host
         try:
             host.create(obs.eip)

@@ -22,6 +22,7 @@ import stat
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.harness.standin import cgroups, net
@@ -80,11 +81,13 @@ class StandIn:
     """The container for one instance id; every method is called from one thread."""
 
     def __init__(self, instance_id: str, state_dir: Path, base: Path, share: Path, *,
-                 public_key: str | None = None, plain: bool = False) -> None:
+                 public_key: str | None = None, extra_keys: Sequence[str] = (),
+                 plain: bool = False) -> None:
         self.instance_id = instance_id
         self.base = base
         self.share = share
         self.public_key = public_key
+        self.extra_keys = list(extra_keys)  # user data's cloud-config ssh_authorized_keys
         self.plain = plain  # not a Deep Learning AMI: no /opt/pytorch
         self.dir = state_dir / instance_id
         self.tag = state_tag(state_dir)
@@ -146,7 +149,8 @@ class StandIn:
     # --- life cycle -------------------------------------------------------------------
     def create(self, ip: str | None) -> None:
         """Makes the disk and the network; dresses the disk as cloud-init would on the
-        instance's first boot (hostname, machine id, the key pair's public key)."""
+        instance's first boot (hostname, machine id, the key pair's public key and the
+        user data's ssh_authorized_keys)."""
         if self.dir.exists():  # a leftover of the same id: start from scratch
             unmount(self.dir)
             shutil.rmtree(self.dir)
@@ -161,12 +165,13 @@ class StandIn:
         root = self.machine_path
         _write_into(root, "/etc/hostname", f"{self.hostname}\n".encode(), 0o644)
         _write_into(root, "/etc/machine-id", f"{uuid.uuid4().hex}\n".encode(), 0o444)
-        if self.public_key:
+        keys = [k.strip() for k in [self.public_key or "", *self.extra_keys] if k.strip()]
+        if keys:
             ssh_dir = root / "home" / USER / ".ssh"
             ssh_dir.mkdir(mode=0o700, exist_ok=True)
             os.chown(ssh_dir, UID, UID)
             _write_into(root, f"/home/{USER}/.ssh/authorized_keys",
-                        self.public_key.strip().encode() + b"\n", 0o600, UID, UID)
+                        "".join(f"{k}\n" for k in keys).encode(), 0o600, UID, UID)
         self.set_ip(ip)
 
     def boot(self) -> None:
