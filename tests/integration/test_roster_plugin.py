@@ -261,7 +261,8 @@ def test_limit_and_roster_values_are_not_templated(keys: dict[str, str], tmp_pat
     playbook.write_text(
         "- name: Each lab\n  hosts: labs\n  gather_facts: false\n  tasks:\n"
         "    - name: Show\n      ansible.builtin.debug:\n"
-        "        msg: \"python={{ ansible_python_interpreter }} key={{ gpu_lab_student_public_key.split(' ', 2)[2] }}\"\n"
+        "        msg: \"python={{ ansible_python_interpreter }} "
+        "key={{ gpu_lab_student_public_key.split(' ', 2)[2] }}\"\n"
     )
     home = tmp_path / "home"
 
