@@ -14,7 +14,8 @@ the real CLI for both plugins on the same instances with equivalent configuratio
 * a whole class (issue 7, target: the inventory of 300 labs in a class under 2 s): the
   csdl.gpu_lab.roster plugin on a roster of --students students (300), and the gpu_lab
   plugin with `classes: [<class>]` listing that many class labs' instances (tagged
-  gpu_lab:class, launched in three regions of their own so the fleet figures stay as they were),
+  gpu_lab:class, in three regions of their own so the fleet figures stay comparable), asking EC2
+  each run and from its cache.
 
 Each figure is the median of --runs runs after one warm-up run. Usage, from the repo root:
 
