@@ -9,12 +9,18 @@ description:
   - Finds the EC2 instances tagged C(gpu_lab:lab) in the listed regions and makes one host per
     instance, named C(<lab>-server), with everything Ansible needs to reach it over SSH the
     way gpu_lab sets it up (the Elastic IP, the lab's key file, the lab's pinned host key).
+  - The labs of a class (launched from a roster, see C(csdl.gpu_lab.roster)) also carry the tags
+    C(gpu_lab:class) and C(gpu_lab:student); O(classes) finds them by class. Staff reach them with
+    the class admin key, C(<key_dir>/<class>-admin.pem), since the student's own key is not on
+    the staff machine.
   - The inventory source is a YAML file whose name ends in C(gpu_lab.yml) or C(gpu_lab.yaml),
     for example C(inventories/csdl/lab.gpu_lab.yml).
   - Instances in state C(pending), C(running), C(stopping) or C(stopped) are listed;
     C(shutting-down) and C(terminated) ones never are.
   - "Groups: C(gpu_lab) holds every running or pending lab host (the group plays target);
     C(<lab>) holds the running or pending hosts of one lab (the name made a valid group name);
+    C(class_<class>) holds the running or pending hosts of the labs of one class (C(-) made
+    C(_), for example C(class_dl2026));
     C(stopped) holds the stopped and stopping hosts, which are in neither of those;
     every host is also in C(state_<state>), C(type_<instance type, . made _>) and
     C(region_<region, - made _>)."
@@ -23,9 +29,12 @@ description:
     C(ansible_ssh_common_args), and the facts C(gpu_lab_host_lab), C(gpu_lab_host_instance_id),
     C(gpu_lab_host_instance_type), C(gpu_lab_host_state), C(gpu_lab_host_zone), C(gpu_lab_host_region),
     C(gpu_lab_host_launch_time) (ISO 8601), C(gpu_lab_host_ami), C(gpu_lab_host_public_ip) and
-    C(gpu_lab_host_tags) (a dict), all usable in O(compose), O(groups) and O(keyed_groups)."
+    C(gpu_lab_host_tags) (a dict), all usable in O(compose), O(groups) and O(keyed_groups).
+    The hosts of a class lab also have C(gpu_lab_host_class) and C(gpu_lab_host_student) (the
+    values of its C(gpu_lab:class) and C(gpu_lab:student) tags; the student is V(None) without
+    that tag)."
   - Regions are queried in parallel, one DescribeInstances client per region, filtered on the
-    server by the lab tag and the instance state.
+    server by the lab tag (or the class tag) and the instance state.
 author:
   - gpu_lab developers
 version_added: 0.1.0
@@ -38,12 +47,14 @@ notes:
     Never put credentials in the inventory file.
   - E(AWS_ENDPOINT_URL) is honoured as boto3 honours it, which is how the tests point this
     plugin at the EC2 emulator.
+  - An instance whose C(gpu_lab:class) tag is not a valid class name is skipped with a warning,
+    because the class names its key file.
   - If a lab has more than one instance, the running one launched first keeps the name
     C(<lab>-server) and the others are named C(<lab>-server-<instance id>), with a warning.
   - The host facts are named C(gpu_lab_host_*) so they never shadow the lab settings
     (C(gpu_lab_region), C(gpu_lab_instance_type)...) of C(group_vars/all).
   - The cache stores the EC2 answer, not the host variables, so changing O(user), O(key_dir)
-    or O(state_dir) needs no cache flush; changing O(regions) or O(labs) invalidates it.
+    or O(state_dir) needs no cache flush; changing O(regions), O(labs) or O(classes) invalidates it.
 extends_documentation_fragment:
   - constructed
   - inventory_cache
@@ -67,6 +78,17 @@ options:
     type: list
     elements: str
     default: []
+  classes:
+    description:
+      - The classes whose labs to find, by the value of their C(gpu_lab:class) tag, for example
+        V([dl2026]).
+      - An instance is listed when it matches O(labs) (if given) or O(classes) (if given); with
+        both empty, every lab is.
+      - Each configured class's group C(class_<class>) exists even when none of its labs runs.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.3.0
   profile:
     description:
       - The AWS profile of C(~/.aws/config) to use.
@@ -79,7 +101,8 @@ options:
     default: ubuntu
   key_dir:
     description:
-      - The directory that holds each lab's private key, C(<lab>-server.pem).
+      - The directory that holds each lab's private key, C(<lab>-server.pem), and each class's
+        admin key, C(<class>-admin.pem), used for the labs of that class.
       - C(~) is expanded on the control node.
     type: path
     default: ~/.ssh
@@ -140,6 +163,18 @@ keyed_groups:
   # zone_us_east_1a, ...
   - key: gpu_lab_host_zone
     prefix: zone
+
+---
+# inventories/dl2026/servers.gpu_lab.yml: the GPU servers of every student of the class dl2026
+# (group class_dl2026 while they run; ssh with ~/.ssh/dl2026-admin.pem), and the staff's own lab
+plugin: csdl.gpu_lab.gpu_lab
+regions: [us-east-1]
+classes: [dl2026]
+labs: [dl2026-staff]
+keyed_groups:
+  # every class lab whatever its state, by student: student_alice, ...
+  - key: gpu_lab_host_student
+    prefix: student
 """
 
 import datetime as dt
@@ -160,6 +195,8 @@ if TYPE_CHECKING:  # boto3 is imported only when EC2 is asked: a cache hit never
     from botocore.client import BaseClient
 
 LAB_TAG = "gpu_lab:lab"
+CLASS_TAG = "gpu_lab:class"
+STUDENT_TAG = "gpu_lab:student"
 ACTIVE_STATES = ("pending", "running")
 STOPPED_STATES = ("stopping", "stopped")
 LISTED_STATES = ACTIVE_STATES + STOPPED_STATES
@@ -168,6 +205,8 @@ STATE_RANK = {"running": 0, "pending": 1, "stopping": 2, "stopped": 3}
 # A lab name becomes a file name (~/.ssh/<lab>-server.pem) and a directory: nothing that
 # could climb out of key_dir or state_dir.
 LAB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# As csdl.gpu_lab.roster accepts them; a class names its admin key file (<class>-admin.pem).
+CLASS_NAME = re.compile(r"[a-z][a-z0-9-]{0,18}[a-z0-9]")
 RESERVED_GROUPS = frozenset({"all", "ungrouped", "gpu_lab", "stopped"})
 # Bumped whenever the cached records change shape, so an old cache is a miss, not a crash.
 CACHE_FORMAT = 1
@@ -207,8 +246,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         self._read_config_data(path)
         regions = self._regions()
         labs = self._labs()
+        classes = self._classes()
+        self._wanted_classes = tuple(classes)
 
-        query = {"format": CACHE_FORMAT, "regions": regions, "labs": labs}
+        query = {"format": CACHE_FORMAT, "regions": regions, "labs": labs, "classes": classes}
         cache_key = self.get_cache_key(path)
         use_cache = bool(self.get_option("cache"))
         records = self._cached_records(cache_key, query) if use_cache and cache else None
@@ -217,12 +258,16 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if use_cache:
                 self._cache[cache_key] = {**query, "instances": records}
 
-        self._populate(records, labs)
+        self._populate(records, labs, classes)
+
+    # The classes travel beside the arguments: _query(regions, labs) is the seam the unit tests replace.
+    _wanted_classes: tuple[str, ...] = ()
 
     def _query(self, regions: list[str], labs: list[str]) -> list[Record]:
         return query_ec2(
             regions,
             labs,
+            classes=self._wanted_classes,
             profile=self.get_option("profile"),
             retry_mode=self.get_option("retry_mode"),
             max_attempts=self.get_option("max_attempts"),
@@ -248,6 +293,16 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 )
         return labs
 
+    def _classes(self) -> list[str]:
+        classes = _unique(str(name).strip() for name in self.get_option("classes") or [])
+        for name in classes:
+            if not CLASS_NAME.fullmatch(name):
+                raise AnsibleParserError(
+                    f"The class name {name!r} in the gpu_lab inventory is not valid: use 2 to 20 lowercase letters, "
+                    "digits and '-', starting with a letter and ending with a letter or digit (for example dl2026)."
+                )
+        return classes
+
     # --- cache --------------------------------------------------------------------------
 
     def _cached_records(self, cache_key: str, query: Mapping[str, Any]) -> list[Record] | None:
@@ -264,7 +319,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     # --- inventory ----------------------------------------------------------------------
 
-    def _populate(self, records: list[Record], labs: list[str]) -> None:
+    def _populate(self, records: list[Record], labs: list[str], classes: Iterable[str] = ()) -> None:
         inventory = self.inventory
         for group in ("gpu_lab", "stopped"):
             inventory.add_group(group)
@@ -272,6 +327,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         # play aimed at it matches nothing instead of failing on an unknown pattern.
         for lab in labs:
             inventory.add_group(lab_group_name(lab))
+        for name in classes:
+            inventory.add_group(class_group_name(name))
 
         strict = self.get_option("strict")
         compose = self.get_option("compose")
@@ -311,6 +368,14 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     "retag or terminate it."
                 )
                 continue
+            class_name = (record.get("tags") or {}).get(CLASS_TAG)
+            if class_name is not None and not CLASS_NAME.fullmatch(class_name):
+                self.display.warning(
+                    f"Skipping EC2 instance {record.get('id')} in {record.get('region')} (lab {lab}): "
+                    f"its {CLASS_TAG} tag {class_name!r} is not a valid class name (lowercase letters, digits, '-'); "
+                    "retag or terminate it."
+                )
+                continue
             by_lab.setdefault(lab, []).append(record)
 
         named: list[tuple[str, Record]] = []
@@ -332,10 +397,14 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
 def make_host_vars(record: Record, *, user: str, key_dir: str, state_dir: str) -> dict[str, Any]:
     lab = record["lab"]
+    tags = record.get("tags") or {}
+    class_name = tags.get(CLASS_TAG)
     known_hosts = os.path.join(state_dir, lab, "known_hosts")
+    # Staff reach a class's labs with the class admin key: the student's own key stays with them.
+    key_file = f"{class_name}-admin.pem" if class_name else f"{lab}-server.pem"
     host_vars: dict[str, Any] = {
         "ansible_user": user,
-        "ansible_ssh_private_key_file": os.path.join(key_dir, f"{lab}-server.pem"),
+        "ansible_ssh_private_key_file": os.path.join(key_dir, key_file),
         # Only the lab's own key and pinned host key: no agent keys tried first, and no
         # trust-on-first-use prompt for an address that AWS may hand to someone else later.
         "ansible_ssh_common_args": " ".join(
@@ -354,8 +423,11 @@ def make_host_vars(record: Record, *, user: str, key_dir: str, state_dir: str) -
         "gpu_lab_host_launch_time": record.get("launch_time"),
         "gpu_lab_host_ami": record.get("ami"),
         "gpu_lab_host_public_ip": record.get("public_ip"),
-        "gpu_lab_host_tags": dict(record.get("tags") or {}),
+        "gpu_lab_host_tags": dict(tags),
     }
+    if class_name:
+        host_vars["gpu_lab_host_class"] = class_name
+        host_vars["gpu_lab_host_student"] = tags.get(STUDENT_TAG)
     # Without a public IP (stopped, no Elastic IP) there is nothing to connect to; leaving
     # ansible_host unset beats pointing it at a private address the workstation cannot reach.
     if record.get("public_ip"):
@@ -365,12 +437,19 @@ def make_host_vars(record: Record, *, user: str, key_dir: str, state_dir: str) -
 
 def groups_of(record: Record) -> tuple[str, ...]:
     """The plugin's own groups for one host, the most specific first."""
-    return _groups(record["lab"], record.get("state") or "unknown", record.get("type"), record.get("region"))
+    class_name = (record.get("tags") or {}).get(CLASS_TAG)
+    return _groups(
+        record["lab"], record.get("state") or "unknown", record.get("type"), record.get("region"), class_name
+    )
 
 
 @functools.cache
-def _groups(lab: str, state: str, instance_type: str | None, region: str | None) -> tuple[str, ...]:
+def _groups(
+    lab: str, state: str, instance_type: str | None, region: str | None, class_name: str | None = None
+) -> tuple[str, ...]:
     groups = [lab_group_name(lab), "gpu_lab"] if state in ACTIVE_STATES else ["stopped"]
+    if class_name and state in ACTIVE_STATES:
+        groups.append(class_group_name(class_name))
     groups.append(to_safe_group_name(f"state_{state}", force=True, silent=True))
     if instance_type:
         groups.append(to_safe_group_name(f"type_{instance_type}", force=True, silent=True))
@@ -383,6 +462,11 @@ def lab_group_name(lab: str) -> str:
     group = to_safe_group_name(lab, force=True, silent=True)
     # A lab called "stopped" must not put its running server among the stopped ones.
     return f"lab_{group}" if group in RESERVED_GROUPS else group
+
+
+def class_group_name(class_name: str) -> str:
+    # Prefixed: a class and a lab may share a name, and a class must not be mistaken for a lab.
+    return to_safe_group_name(f"class_{class_name}", force=True, silent=True)
 
 
 def _precedence(record: Record) -> tuple[int, str, str]:
@@ -425,32 +509,43 @@ def iso_time(value: Any) -> str | None:
     return value.isoformat()
 
 
-def ec2_filters(labs: list[str]) -> list[list[dict[str, Any]]]:
+def ec2_filters(labs: list[str], classes: list[str] | tuple[str, ...] = ()) -> list[list[dict[str, Any]]]:
     """Server-side filters, one set per request: only lab instances that are not (being) terminated.
 
-    EC2 takes at most 200 values per filter, so a longer list of labs takes several requests.
+    The filters of one request are ANDed, so the labs and the classes (either matches) take
+    requests of their own; an instance that matches both is answered twice and kept once.
+    EC2 takes at most 200 values per filter, so a longer list takes several requests.
     """
     states = {"Name": "instance-state-name", "Values": list(LISTED_STATES)}
-    if not labs:
-        return [[{"Name": "tag-key", "Values": [LAB_TAG]}, states]]
-    chunks = (labs[i : i + MAX_FILTER_VALUES] for i in range(0, len(labs), MAX_FILTER_VALUES))
-    return [[{"Name": f"tag:{LAB_TAG}", "Values": chunk}, states] for chunk in chunks]
+    lab_key = {"Name": "tag-key", "Values": [LAB_TAG]}
+    if not labs and not classes:
+        return [[lab_key, states]]
+    sets = [[{"Name": f"tag:{LAB_TAG}", "Values": chunk}, states] for chunk in _chunks(labs)]
+    # A class instance without a lab tag has no name here: not worth a record.
+    sets += [[{"Name": f"tag:{CLASS_TAG}", "Values": chunk}, lab_key, states] for chunk in _chunks(classes)]
+    return sets
+
+
+def _chunks(values: list[str] | tuple[str, ...]) -> list[list[str]]:
+    return [list(values[i : i + MAX_FILTER_VALUES]) for i in range(0, len(values), MAX_FILTER_VALUES)]
 
 
 def describe_region(client: BaseClient, region: str, filter_sets: list[list[dict[str, Any]]]) -> list[Record]:
-    records: list[Record] = []
+    records: dict[str, Record] = {}  # by instance id: a lab and a class may both match one
     paginator = client.get_paginator("describe_instances")
     for filters in filter_sets:
         for page in paginator.paginate(Filters=filters, PaginationConfig={"PageSize": PAGE_SIZE}):
             for reservation in page.get("Reservations", ()):
-                records.extend(instance_record(instance, region) for instance in reservation.get("Instances", ()))
-    return records
+                for instance in reservation.get("Instances", ()):
+                    records.setdefault(instance["InstanceId"], instance_record(instance, region))
+    return list(records.values())
 
 
 def query_ec2(
     regions: list[str],
     labs: list[str],
     *,
+    classes: list[str] | tuple[str, ...] = (),
     profile: str | None = None,
     retry_mode: str = "standard",
     max_attempts: int = 5,
@@ -489,7 +584,7 @@ def query_ec2(
         clients = {region: session.client("ec2", region_name=region, config=config) for region in regions}
     except botocore.exceptions.BotoCoreError as e:
         raise AnsibleError(explain_failure(e, regions[0], None)) from None
-    filter_sets = ec2_filters(labs)
+    filter_sets = ec2_filters(labs, classes)
 
     def one_region(region: str) -> list[Record] | Exception:
         try:

@@ -377,6 +377,143 @@ def test_pages_are_followed(world: World, monkeypatch: pytest.MonkeyPatch) -> No
     assert describe_calls(world.emulator) == len(records)
 
 
+# --- classes: the labs of a roster, by their gpu_lab:class tag -----------------------------
+
+CLASS_TAG = "gpu_lab:class"
+STUDENT_TAG = "gpu_lab:student"
+
+
+def launch_class_lab(
+    world: World,
+    extra: list[tuple[str, str]],
+    region: str,
+    class_name: str,
+    student: str | None,
+    lab: str | None = None,
+) -> str:
+    """A lab of a class as the roster playbooks tag it: lab <class>-<student>, plus class and student."""
+    lab = lab or f"{class_name}-{student or 'nobody'}"
+    instance_id = world.launch(region, lab)
+    extra.append((region, instance_id))
+    tags = [{"Key": CLASS_TAG, "Value": class_name}]
+    if student is not None:
+        tags.append({"Key": STUDENT_TAG, "Value": student})
+    world.ec2(region).create_tags(Resources=[instance_id], Tags=tags)
+    return instance_id
+
+
+@pytest.fixture
+def classes(world: World, extra_instances: list[tuple[str, str]]) -> dict[str, str]:
+    """dl2026: alice and bob run (two regions), carol is stopped; nlp-fall: dave runs. Lab -> instance id."""
+    ids = {
+        "dl2026-alice": launch_class_lab(world, extra_instances, "us-east-1", "dl2026", "alice"),
+        "dl2026-bob": launch_class_lab(world, extra_instances, "us-west-2", "dl2026", "bob"),
+        "dl2026-carol": launch_class_lab(world, extra_instances, "us-east-1", "dl2026", "carol"),
+        "nlp-fall-dave": launch_class_lab(world, extra_instances, "eu-west-1", "nlp-fall", "dave"),
+    }
+    world.ec2("us-east-1").stop_instances(InstanceIds=[ids["dl2026-carol"]])
+    return ids
+
+
+def test_classes_find_the_labs_of_a_class(world: World, home: Path, tmp_path: Path, classes: dict[str, str]) -> None:
+    world.emulator.calls.reset()
+    listing = inventory_list(source(tmp_path, classes=["dl2026", "ml-spring"]), cli_env(world.emulator, home))
+    hostvars = listing["_meta"]["hostvars"]
+    assert set(hostvars) == {"dl2026-alice-server", "dl2026-bob-server", "dl2026-carol-server"}
+    # One request per region: the class tag filtered on the server.
+    assert world.emulator.calls.snapshot()["by_action"] == {"ec2:DescribeInstances": 3}
+    # Like a lab's group, the class group holds the hosts a play can reach: the stopped one is in `stopped`.
+    assert hosts_of(listing, "class_dl2026") == {"dl2026-alice-server", "dl2026-bob-server"}
+    assert hosts_of(listing, "stopped") == {"dl2026-carol-server"}
+    assert hosts_of(listing, "gpu_lab") == {"dl2026-alice-server", "dl2026-bob-server"}
+    assert hosts_of(listing, "dl2026_alice") == {"dl2026-alice-server"}, "the lab's own group as before"
+    assert "class_ml_spring" in listing["all"]["children"], "a configured class's group exists while empty"
+
+    alice = hostvars["dl2026-alice-server"]
+    assert alice["ansible_ssh_private_key_file"] == f"{home}/.ssh/dl2026-admin.pem", "the class admin key"
+    assert alice["gpu_lab_host_class"] == "dl2026"
+    assert alice["gpu_lab_host_student"] == "alice"
+    assert alice["gpu_lab_host_lab"] == "dl2026-alice"
+    assert alice["gpu_lab_host_instance_id"] == classes["dl2026-alice"]
+    assert f"UserKnownHostsFile={home}/.gpu_lab/dl2026-alice/known_hosts" in alice["ansible_ssh_common_args"]
+    assert hostvars["dl2026-bob-server"]["gpu_lab_host_region"] == "us-west-2"
+    assert hostvars["dl2026-carol-server"]["gpu_lab_host_student"] == "carol"
+
+
+def test_labs_or_classes(world: World, home: Path, tmp_path: Path, classes: dict[str, str]) -> None:
+    """Listed when it matches labs or classes; a lab named in both is one host, asked for twice."""
+    world.emulator.calls.reset()
+    path = source(tmp_path, labs=["csdl", "nlp-fall-dave"], classes=["nlp-fall"])
+    done = run("ansible-inventory", "-i", str(path), "--list", env=cli_env(world.emulator, home))
+    assert done.returncode == 0, done.stderr
+    assert "WARNING" not in done.stderr, done.stderr
+    listing = plain(json.loads(done.stdout))
+    hostvars = listing["_meta"]["hostvars"]
+    assert set(hostvars) == {"csdl-server", "nlp-fall-dave-server"}
+    assert world.emulator.calls.snapshot()["by_action"] == {"ec2:DescribeInstances": 6}, "labs, then classes"
+    assert hostvars["csdl-server"]["ansible_ssh_private_key_file"] == f"{home}/.ssh/csdl-server.pem"
+    assert "gpu_lab_host_class" not in hostvars["csdl-server"]
+    assert hostvars["nlp-fall-dave-server"]["ansible_ssh_private_key_file"] == f"{home}/.ssh/nlp-fall-admin.pem"
+    assert hosts_of(listing, "class_nlp_fall") == {"nlp-fall-dave-server"}
+
+
+def test_every_lab_includes_the_class_labs(world: World, home: Path, tmp_path: Path, classes: dict[str, str]) -> None:
+    listing = inventory_list(source(tmp_path), cli_env(world.emulator, home))
+    hostvars = listing["_meta"]["hostvars"]
+    assert {f"{lab}-server" for lab in classes} | {"csdl-server", "nlp-server"} <= set(hostvars)
+    assert hosts_of(listing, "class_nlp_fall") == {"nlp-fall-dave-server"}
+    assert hosts_of(listing, "class_dl2026") == {"dl2026-alice-server", "dl2026-bob-server"}
+    assert hostvars["nlp-fall-dave-server"]["gpu_lab_host_class"] == "nlp-fall"
+
+
+def test_class_without_student_tag_and_bad_class_tag(
+    world: World, home: Path, tmp_path: Path, extra_instances: list[tuple[str, str]]
+) -> None:
+    launch_class_lab(world, extra_instances, "us-east-1", "dl2026", None)
+    launch_class_lab(world, extra_instances, "us-east-1", "Bad/Class", "eve", lab="eve-lab")
+    done = run("ansible-inventory", "-i", str(source(tmp_path, regions=["us-east-1"])), "--list",
+               env=cli_env(world.emulator, home))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    hostvars = plain(json.loads(done.stdout))["_meta"]["hostvars"]
+    assert hostvars["dl2026-nobody-server"]["gpu_lab_host_student"] is None
+    assert hostvars["dl2026-nobody-server"]["gpu_lab_host_class"] == "dl2026"
+    assert "eve-lab-server" not in hostvars, "a class tag that could climb out of key_dir is skipped"
+    assert "its gpu_lab:class tag 'Bad/Class' is not a valid class name" in " ".join(done.stderr.split())
+
+
+def test_many_classes_take_one_request_per_200(world: World, home: Path, tmp_path: Path) -> None:
+    many = [f"class-{n:03d}" for n in range(250)]
+    world.emulator.calls.reset()
+    listing = inventory_list(source(tmp_path, regions=["us-east-1"], classes=many), cli_env(world.emulator, home))
+    assert listing["_meta"]["hostvars"] == {}
+    assert describe_calls(world.emulator) == 2, "EC2 takes at most 200 values per filter"
+    assert "class_class_249" in listing["all"]["children"]
+
+
+def test_cache_of_other_classes_is_not_used(world: World, home: Path, tmp_path: Path, classes: dict[str, str]) -> None:
+    cache = {"cache": True, "cache_plugin": "ansible.builtin.jsonfile", "cache_connection": str(tmp_path / "cache")}
+    env = cli_env(world.emulator, home)
+    first = inventory_list(source(tmp_path, classes=["dl2026"], **cache), env)
+    assert "nlp-fall-dave-server" not in first["_meta"]["hostvars"]
+    world.emulator.calls.reset()
+    listing = inventory_list(source(tmp_path, classes=["dl2026", "nlp-fall"], **cache), env)  # same file
+    assert describe_calls(world.emulator) == 3
+    assert "nlp-fall-dave-server" in listing["_meta"]["hostvars"]
+    world.emulator.calls.reset()
+    inventory_list(source(tmp_path, classes=["dl2026", "nlp-fall"], **cache), env)
+    assert world.emulator.calls.snapshot()["total"] == 0, "the same classes hit the cache"
+
+
+@pytest.mark.parametrize("name", ["DL2026", "dl2026-", "x", "a/b"])
+def test_invalid_class_option(world: World, home: Path, tmp_path: Path, name: str) -> None:
+    world.emulator.calls.reset()
+    done = run("ansible-inventory", "-i", str(source(tmp_path, classes=[name])), "--list",
+               env=cli_env(world.emulator, home))  # fmt: skip
+    message = failure(done)
+    assert f"The class name {name!r} in the gpu_lab inventory is not valid" in message, message
+    assert world.emulator.calls.snapshot()["total"] == 0
+
+
 # --- the cache ---------------------------------------------------------------------------
 
 
@@ -502,7 +639,16 @@ def test_ansible_doc_renders(home: Path, emulator: Emulator) -> None:
     done = run("ansible-doc", "-t", "inventory", "csdl.gpu_lab.gpu_lab", env=cli_env(emulator, home))
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
-    for expected in ("regions", "labs", "key_dir", "state_dir", "retry_mode", "keyed_groups", "cache_plugin"):
+    for expected in (
+        "regions",
+        "labs",
+        "classes",
+        "key_dir",
+        "state_dir",
+        "retry_mode",
+        "keyed_groups",
+        "cache_plugin",
+    ):
         assert expected in text
     assert "EXAMPLES" in text
     assert "plugin: csdl.gpu_lab.gpu_lab" in text

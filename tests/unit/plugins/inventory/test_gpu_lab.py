@@ -269,6 +269,7 @@ def test_documentation_covers_every_option(gpu_lab: ModuleType) -> None:
         "plugin",
         "regions",
         "labs",
+        "classes",
         "profile",
         "user",
         "key_dir",
