@@ -30,7 +30,7 @@ logs="$repo/tests/output"
 mkdir -p "$logs"
 hosts_tests=(tests/integration/test_autostop_flow.py tests/integration/test_whole_flow.py
              tests/integration/test_idle_autostop.py tests/integration/test_standin.py
-             tests/integration/test_secrets.py)
+             tests/integration/test_secrets.py tests/integration/test_class.py)
 step "molecule (all scenarios) and pytest (two halves), side by side; logs in tests/output/"
 start=$SECONDS
 MOLECULE_GLOB='molecule/*/molecule.yml' molecule test --all >"$logs/molecule.log" 2>&1 &

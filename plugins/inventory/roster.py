@@ -17,8 +17,8 @@ description:
     not valid, a lab name that is too long, a student listed twice, a public key that does not
     parse or a private key pasted in its place, an instance type or region of the wrong form, an
     unknown column) is reported in one error that names the file and the row of each, so the file
-    can be fixed in one go. With C(any_unparsed_is_failed) (gpu_lab's ansible.cfg sets it) a roster
-    with a problem stops the run before anything is created.
+    can be fixed in one go. The run then has no lab, and every gpu_lab playbook stops before any
+    play acts (C(playbooks/labs_check.yml)), under this error, and nothing is created.
   - "Groups: every host is in C(labs) (the group the playbooks target) and in the group named
     after the class (C(-) made C(_), for example C(dl2026))."
   - "Host variables: C(gpu_lab_name) (C(<class>-<student>)), C(gpu_lab_class), C(gpu_lab_student),

@@ -26,12 +26,27 @@ description:
     interrupted launch leaves nothing untagged, and the next run finds and reuses it.
   - With a stopped instance, starts it; a capacity error then says what to do and changes
     nothing.
+  - With O(labs), brings many labs up at once (a class), side by side, sharing one set of
+    clients per region and one look at the zones offering the candidate types. Each lab fails
+    over on its own; a lab that cannot be brought up gets C(failed) and C(msg) under RV(labs),
+    and the others go on (the module itself does not fail).
 author: gpu_lab developers
 options:
   lab:
-    description: The lab's name.
+    description:
+      - The lab's name.
+      - One of O(lab) and O(labs) is required.
     type: str
-    required: true
+  labs:
+    description:
+      - Many labs at once. Each element takes the options of one lab (O(lab), required, and
+        O(instance), O(addresses), O(instance_types), O(zones), O(image_id),
+        O(root_device_name), O(volume_size), O(key_name), O(key_pair), O(user_data),
+        O(security_group_id), O(security_group), O(tags), O(instance_tags), O(wait_timeout)),
+        and C(region) (default O(region)).
+    type: list
+    elements: dict
+    version_added: 0.3.0
   instance:
     description: The lab's live instance as M(csdl.gpu_lab.lab_info) returned it (C({}) when none).
     type: dict
@@ -65,6 +80,29 @@ options:
   key_name:
     description: Key pair of a new instance.
     type: str
+  key_pair:
+    description:
+      - Import this public key as the key pair O(key_pair.name) before launching (tagged with
+        O(tags)); a key pair of that name made meanwhile is kept. Only used to launch.
+    type: dict
+    version_added: 0.3.0
+    suboptions:
+      name:
+        description: The key pair's name (normally O(key_name)).
+        type: str
+        required: true
+      public_key:
+        description: The OpenSSH public key line.
+        type: str
+        required: true
+  user_data:
+    description:
+      - User data of a new instance (plain text; encoded on the way). gpu_lab gives a class lab
+        a cloud-config document whose C(ssh_authorized_keys) authorizes the staff's class key
+        beside the student's key pair.
+    type: str
+    default: ''
+    version_added: 0.3.0
   security_group_id:
     description: Security group of a new instance; without it, the group O(security_group) is created.
     type: str
@@ -83,10 +121,12 @@ options:
         description: Group description.
         type: str
         required: true
-      ssh_cidr:
-        description: The only source allowed in, on port 22.
-        type: str
+      ssh_cidrs:
+        description: The only sources allowed in, on port 22 (IPv4 CIDRs).
+        type: list
+        elements: str
         required: true
+        aliases: [ssh_cidr]
       rule_description:
         description: The rule's description.
         type: str
@@ -122,11 +162,18 @@ EXAMPLES = r"""
     security_group:
       name: csdl-ssh
       description: SSH to the csdl GPU lab host
-      ssh_cidr: 203.0.113.7/32
+      ssh_cidrs: [203.0.113.7/32]
     tags: {gpu_lab:lab: csdl}
 """
 
 RETURN = r"""
+labs:
+  description:
+    - With O(labs), each lab's result by lab name, with the keys below and C(changed) (or
+      C(failed), C(msg) and C(attempts)).
+    - Without it, the keys below are returned at the top level.
+  returned: with O(labs)
+  type: dict
 instance:
   description: The running instance (id, state, type, zone, image, launch_time).
   returned: success
@@ -155,7 +202,9 @@ started:
 """
 
 import hashlib
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -165,6 +214,7 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 # No capacity for this type in this zone: try the next zone.
@@ -175,6 +225,8 @@ QUOTA_CODES = {"VcpuLimitExceeded", "InstanceLimitExceeded"}
 # Worth another try of the same call.
 TRANSIENT_CODES = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError",
                    "InternalFailure", "ServiceUnavailable", "Unavailable", "RequestTimeout"}
+# Labs brought up at the same time by one call (each mostly waits on EC2).
+MAX_PARALLEL = 32
 QUOTAS = {
     "g": "Running On-Demand G and VT instances (L-DB2E81BA)",
     "p": "Running On-Demand P instances (L-417A185B)",
@@ -189,15 +241,58 @@ def _code(error: botocore.exceptions.ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
 
 
-class LabHost:
-    def __init__(self, module: AnsibleAWSModule) -> None:
-        self.module = module
-        self.p = module.params
+class LabFailure(Exception):
+    """This lab cannot be brought up; the message says why and what to do."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.msg = msg
+
+
+class Region:
+    """The clients of one region, shared by every lab launched there (boto3 clients are
+    thread-safe), and what the region offers, asked once for all of them."""
+
+    def __init__(self, module: AnsibleAWSModule, region: str | None) -> None:
+        where = {"region": region} if region else {}
+        self.name = region or module.region or "the configured region"
         # Capacity errors come back as HTTP 500, which botocore would retry with backoff: the
         # launch calls go through a client that never retries, and `_call` retries only what
         # is transient (throttling, internal errors), so a capacity error moves on at once.
-        self.ec2 = module.client("ec2", config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 8}))
-        self.launcher = module.client("ec2", config=botocore.config.Config(retries={"total_max_attempts": 1}))
+        self.ec2 = module.client("ec2", config=botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=50), **where)
+        self.launcher = module.client("ec2", config=botocore.config.Config(
+            retries={"total_max_attempts": 1}, max_pool_connections=50), **where)
+        self._offers: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    def where(self, types: list[str]) -> tuple[dict[str, list[str]], dict[str, tuple[str, str]]]:
+        """Zones offering each candidate type, and the default subnet of each zone: asked once
+        per set of candidate types (a class launching 30 labs asks once)."""
+        with self._lock:
+            key = tuple(types)
+            if key not in self._offers:
+                self._offers[key] = self._ask(types)
+            return self._offers[key]
+
+    def _ask(self, types: list[str]) -> tuple[dict[str, list[str]], dict[str, tuple[str, str]]]:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            offers = pool.submit(self.ec2.describe_instance_type_offerings, LocationType="availability-zone",
+                                 Filters=[{"Name": "instance-type", "Values": types}])
+            subnets = pool.submit(self.ec2.describe_subnets,
+                                  Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+        offered: dict[str, list[str]] = {t: [] for t in types}
+        for o in offers.result()["InstanceTypeOfferings"]:
+            offered[o["InstanceType"]].append(o["Location"])
+        return offered, {s["AvailabilityZone"]: (s["SubnetId"], s["VpcId"]) for s in subnets.result()["Subnets"]}
+
+
+class LabHost:
+    def __init__(self, params: dict[str, Any], region: Region) -> None:
+        self.p = params
+        self.region = region
+        self.ec2 = region.ec2
+        self.launcher = region.launcher
         self.attempts: list[dict[str, Any]] = []
         self.tags = dict(self.p["tags"])
         self.created_group = ""
@@ -219,19 +314,6 @@ class LabHost:
         seed = f"gpu_lab:{self.p['lab']}:{self.p['security_group_id']}:{instance_type}:{zone}:{salt}"
         return hashlib.sha256(seed.encode()).hexdigest()[:64]
 
-    def _where(self) -> tuple[dict[str, list[str]], dict[str, tuple[str, str]]]:
-        """Zones offering each candidate type, and the default subnet of each zone."""
-        types = self.p["instance_types"]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            offers = pool.submit(self.ec2.describe_instance_type_offerings, LocationType="availability-zone",
-                                 Filters=[{"Name": "instance-type", "Values": types}])
-            subnets = pool.submit(self.ec2.describe_subnets,
-                                  Filters=[{"Name": "default-for-az", "Values": ["true"]}])
-        offered: dict[str, list[str]] = {t: [] for t in types}
-        for o in offers.result()["InstanceTypeOfferings"]:
-            offered[o["InstanceType"]].append(o["Location"])
-        return offered, {s["AvailabilityZone"]: (s["SubnetId"], s["VpcId"]) for s in subnets.result()["Subnets"]}
-
     def _run(self, instance_type: str, zone: str, subnet_id: str) -> dict[str, Any]:
         spec = {
             "ImageId": self.p["image_id"],
@@ -244,6 +326,7 @@ class LabHost:
                                    "Groups": [self.p["security_group_id"]], "DeleteOnTermination": True}],
             "MetadataOptions": {"HttpEndpoint": "enabled", "HttpTokens": "required"},
             "InstanceInitiatedShutdownBehavior": "stop",
+            **({"UserData": self.p["user_data"]} if self.p["user_data"] else {}),
             "BlockDeviceMappings": [{"DeviceName": self.p["root_device_name"],
                                      "Ebs": {"VolumeSize": self.p["volume_size"], "VolumeType": "gp3",
                                              "Encrypted": True, "DeleteOnTermination": True}}],
@@ -262,9 +345,7 @@ class LabHost:
             if instance["State"]["Name"] not in ("shutting-down", "terminated"):
                 return instance
             salt = instance["InstanceId"]
-        self.module.fail_json(msg="RunInstances kept answering with a terminated instance.",
-                              attempts=self.attempts)
-        raise AssertionError("unreachable")
+        raise LabFailure("RunInstances kept answering with a terminated instance.")
 
     def security_group(self, vpc_id: str) -> str:
         """Creates the lab's group (one SSH rule); a group of that name made meanwhile is used."""
@@ -284,11 +365,23 @@ class LabHost:
         try:
             self._call("authorize_security_group_ingress", GroupId=group_id, IpPermissions=[{
                 "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-                "IpRanges": [{"CidrIp": spec["ssh_cidr"], "Description": spec["rule_description"]}]}])
+                "IpRanges": [{"CidrIp": cidr, "Description": spec["rule_description"]} for cidr in spec["ssh_cidrs"]]}])
         except botocore.exceptions.ClientError as e:
             if _code(e) != "InvalidPermission.Duplicate":
                 raise
         return group_id
+
+    def key_pair(self) -> None:
+        """Imports the lab's public key as its key pair (only the public half ever leaves the
+        machine that made it); one imported meanwhile by another launch of the lab is kept."""
+        spec = self.p["key_pair"]
+        tags = [{"Key": k, "Value": str(v)} for k, v in self.tags.items()]
+        try:
+            self._call("import_key_pair", KeyName=spec["name"], PublicKeyMaterial=spec["public_key"].encode(),
+                       TagSpecifications=[{"ResourceType": "key-pair", "Tags": tags}])
+        except botocore.exceptions.ClientError as e:
+            if _code(e) != "InvalidKeyPair.Duplicate":
+                raise
 
     def launch(self) -> dict[str, Any]:
         p = self.p
@@ -296,13 +389,15 @@ class LabHost:
         if not (p["security_group_id"] or p["security_group"]):
             missing.append("security_group_id or security_group")
         if missing or not p["instance_types"]:
-            self.module.fail_json(msg=f"To launch, lab_host needs {', '.join(missing) or 'instance_types'}.")
-        offered, subnets = self._where()
+            raise LabFailure(f"To launch, lab_host needs {', '.join(missing) or 'instance_types'}.")
+        if p["key_pair"]:
+            self.key_pair()
+        offered, subnets = self.region.where(p["instance_types"])
         if subnets and not p["security_group_id"]:
             p["security_group_id"] = self.security_group(next(iter(subnets.values()))[1])
         if not subnets:
-            self.module.fail_json(msg=f"The region {p['region']} has no default subnet to launch into: "
-                                      "create a default VPC (aws ec2 create-default-vpc).")
+            raise LabFailure(f"The region {self.region.name} has no default subnet to launch into: "
+                             "create a default VPC (aws ec2 create-default-vpc).")
         for instance_type in p["instance_types"]:
             zones = [z for z in (p["zones"] or sorted(offered[instance_type])) if z in offered[instance_type]]
             if not zones:
@@ -319,8 +414,7 @@ class LabHost:
                 except botocore.exceptions.ClientError as e:
                     code = _code(e)
                     if code not in CAPACITY_CODES | QUOTA_CODES:
-                        self.module.fail_json_aws(e, msg=f"Could not launch {instance_type} in {zone}",
-                                                  attempts=self.attempts)
+                        raise LabFailure(f"Could not launch {instance_type} in {zone}: {e}") from e
                     self.attempts.append({"type": instance_type, "zone": zone, "code": code,
                                           "outcome": "quota" if code in QUOTA_CODES else "no capacity",
                                           "message": e.response.get("Error", {}).get("Message", "")})
@@ -338,14 +432,12 @@ class LabHost:
         tried = "; ".join(f"{a['type']} in {a['zone'] or 'no zone'}: {a['code'] or a['outcome']}"
                           for a in self.attempts)
         quotas = sorted({_quota_of(t) for t in p["instance_types"]})
-        self.module.fail_json(
-            msg=(f"No candidate instance could be launched in {p['region']} ({tried}). Try again later, "
-                 f"add types to gpu_lab_fallback_instance_types or zones to gpu_lab_zones, or choose "
-                 f"another gpu_lab_region; where the code is a limit, ask AWS to raise the quota "
-                 f"{' / '.join(quotas)} (Service Quotas console, EC2). No instance, address or "
-                 "security group was left."),
-            attempts=self.attempts)
-        raise AssertionError("unreachable")
+        raise LabFailure(
+            f"No candidate instance could be launched in {self.region.name} ({tried}). Try again later, "
+            f"add types to gpu_lab_fallback_instance_types or zones to gpu_lab_zones, or choose "
+            f"another gpu_lab_region; where the code is a limit, ask AWS to raise the quota "
+            f"{' / '.join(quotas)} (Service Quotas console, EC2). No instance, address or "
+            "security group was left.")
 
     def start(self, instance: dict[str, Any]) -> None:
         try:
@@ -356,14 +448,13 @@ class LabHost:
                                   "outcome": "no capacity" if code in CAPACITY_CODES else "failed",
                                   "message": e.response.get("Error", {}).get("Message", "")})
             if code in CAPACITY_CODES | QUOTA_CODES:
-                self.module.fail_json(
-                    msg=(f"AWS has no {instance['type']} capacity in {instance['zone']} right now ({code}), so "
-                         f"the lab's instance {instance['id']} stays stopped and nothing changed. Try "
-                         "start.yml again in a few minutes; or keep your work and move: teardown.yml "
-                         "removes the instance and its disk, so first push your work, then teardown.yml "
-                         "and launch.yml with gpu_lab_zones or gpu_lab_fallback_instance_types set."),
-                    attempts=self.attempts)
-            self.module.fail_json_aws(e, msg=f"Could not start {instance['id']}", attempts=self.attempts)
+                raise LabFailure(
+                    f"AWS has no {instance['type']} capacity in {instance['zone']} right now ({code}), so "
+                    f"the lab's instance {instance['id']} stays stopped and nothing changed. Try "
+                    "start.yml again in a few minutes; or keep your work and move: teardown.yml "
+                    "removes the instance and its disk, so first push your work, then teardown.yml "
+                    "and launch.yml with gpu_lab_zones or gpu_lab_fallback_instance_types set.") from e
+            raise LabFailure(f"Could not start {instance['id']}: {e}") from e
         self.attempts.append({"type": instance["type"], "zone": instance["zone"], "outcome": "started",
                               "code": "", "message": ""})
 
@@ -383,12 +474,10 @@ class LabHost:
                 return instance
             if state in ("shutting-down", "terminated"):
                 reason = instance.get("StateReason", {}).get("Message", state)
-                self.module.fail_json(msg=f"The instance {instance_id} ended while starting: {reason}",
-                                      attempts=self.attempts)
+                raise LabFailure(f"The instance {instance_id} ended while starting: {reason}")
             if time.monotonic() > deadline:
-                self.module.fail_json(msg=f"The instance {instance_id} was not running after "
-                                          f"{self.p['wait_timeout']} s (state: {state or 'unknown'}).",
-                                      attempts=self.attempts)
+                raise LabFailure(f"The instance {instance_id} was not running after "
+                                 f"{self.p['wait_timeout']} s (state: {state or 'unknown'}).")
             time.sleep(delay)
             delay = min(delay * 2, 5)
 
@@ -446,33 +535,40 @@ def _summary(instance: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    module = AnsibleAWSModule(
-        argument_spec={
-            "lab": {"type": "str", "required": True},
-            "instance": {"type": "dict", "default": {}},
-            "addresses": {"type": "list", "elements": "dict", "default": []},
-            "instance_types": {"type": "list", "elements": "str", "default": []},
-            "zones": {"type": "list", "elements": "str", "default": []},
-            "image_id": {"type": "str"},
-            "root_device_name": {"type": "str", "default": "/dev/sda1"},
-            "volume_size": {"type": "int", "default": 100},
-            "key_name": {"type": "str", "no_log": False},
-            "security_group_id": {"type": "str"},
-            "security_group": {"type": "dict", "options": {
-                "name": {"type": "str", "required": True},
-                "description": {"type": "str", "required": True},
-                "ssh_cidr": {"type": "str", "required": True},
-                "rule_description": {"type": "str", "default": "SSH from the lab's workstation"},
-            }},
-            "tags": {"type": "dict", "default": {}},
-            "instance_tags": {"type": "dict", "default": {}},
-            "wait_timeout": {"type": "int", "default": 600},
-        },
-        supports_check_mode=False,
-    )
-    host = LabHost(module)
-    known = module.params["instance"] or {}
+LAB_OPTIONS: dict[str, Any] = {
+    "lab": {"type": "str", "required": True},
+    "region": {"type": "str"},
+    "instance": {"type": "dict", "default": {}},
+    "addresses": {"type": "list", "elements": "dict", "default": []},
+    "instance_types": {"type": "list", "elements": "str", "default": []},
+    "zones": {"type": "list", "elements": "str", "default": []},
+    "image_id": {"type": "str"},
+    "root_device_name": {"type": "str", "default": "/dev/sda1"},
+    "volume_size": {"type": "int", "default": 100},
+    "key_name": {"type": "str", "no_log": False},
+    "key_pair": {"type": "dict", "no_log": False, "options": {
+        "name": {"type": "str", "required": True},
+        "public_key": {"type": "str", "required": True, "no_log": False},
+    }},
+    "user_data": {"type": "str", "default": ""},
+    "security_group_id": {"type": "str"},
+    "security_group": {"type": "dict", "options": {
+        "name": {"type": "str", "required": True},
+        "description": {"type": "str", "required": True},
+        "ssh_cidrs": {"type": "list", "elements": "str", "required": True, "aliases": ["ssh_cidr"]},
+        "rule_description": {"type": "str", "default": "SSH from the lab's workstation"},
+    }},
+    "tags": {"type": "dict", "default": {}},
+    "instance_tags": {"type": "dict", "default": {}},
+    "wait_timeout": {"type": "int", "default": 600},
+}
+
+
+def converge(params: dict[str, Any], region: Region) -> dict[str, Any]:
+    """Brings one lab's instance to running at its address; raises LabFailure (with the
+    attempts made so far in .attempts) when it cannot."""
+    host = LabHost(params, region)
+    known = params["instance"] or {}
     launched = started = False
     try:
         if not known:
@@ -487,13 +583,78 @@ def main() -> None:
                 started = True
         instance = host.wait_running(instance_id)
         address, associated = host.associate(instance_id)
+    except LabFailure as e:
+        e.attempts = host.attempts  # type: ignore[attr-defined]
+        raise
     except botocore.exceptions.ClientError as e:
-        module.fail_json_aws(e, msg="Could not run the lab's instance", attempts=host.attempts)
+        failure = LabFailure(f"Could not run the lab's instance: {e}")
+        failure.attempts = host.attempts  # type: ignore[attr-defined]
+        raise failure from e
     except botocore.exceptions.WaiterError as e:
-        module.fail_json(msg=f"The instance did not stop: {e}", attempts=host.attempts)
-    module.exit_json(changed=launched or started or associated, instance=_summary(instance), address=address,
-                     attempts=host.attempts, launched=launched, started=started,
-                     security_group_id=module.params["security_group_id"] or "")
+        failure = LabFailure(f"The instance did not stop: {e}")
+        failure.attempts = host.attempts  # type: ignore[attr-defined]
+        raise failure from e
+    return {"changed": launched or started or associated, "instance": _summary(instance), "address": address,
+            "attempts": host.attempts, "launched": launched, "started": started,
+            "security_group_id": params["security_group_id"] or ""}
+
+
+def converge_labs(module: AnsibleAWSModule, given: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every lab of O(labs) side by side, sharing one set of clients per region. One lab's
+    failure is its own: the others go on."""
+    validator = ArgumentSpecValidator(LAB_OPTIONS)
+    counts = Counter(str(lab.get("lab", "")) for lab in given)
+    result: dict[str, dict[str, Any]] = {}
+    todo: list[dict[str, Any]] = []
+    for entry in given:
+        checked = validator.validate(entry)
+        name = str(entry.get("lab", ""))
+        if checked.error_messages:
+            result[name] = {"failed": True, "msg": f"Lab {name!r}: " + "; ".join(checked.error_messages),
+                            "attempts": []}
+        elif counts[name] > 1:
+            result[name] = {"failed": True, "attempts": [], "msg": f"Lab {name} is named by {counts[name]} hosts "
+                                                                   "of the play: each lab needs its own name."}
+        else:
+            todo.append(checked.validated_parameters)
+    regions: dict[str, Region] = {}
+    for lab in todo:
+        key = lab["region"] or ""
+        if key not in regions:
+            regions[key] = Region(module, lab["region"])
+
+    def one(lab: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        try:
+            return lab["lab"], converge(lab, regions[lab["region"] or ""])
+        except LabFailure as e:
+            return lab["lab"], {"failed": True, "changed": False, "msg": e.msg,
+                                "attempts": getattr(e, "attempts", [])}
+
+    with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(todo)))) as pool:
+        result.update(pool.map(one, todo))
+    return result
+
+
+def main() -> None:
+    module = AnsibleAWSModule(
+        argument_spec={
+            **{k: v for k, v in LAB_OPTIONS.items() if k not in ("lab", "region")},
+            "lab": {"type": "str"},
+            "labs": {"type": "list", "elements": "dict"},
+        },
+        required_one_of=[["lab", "labs"]],
+        mutually_exclusive=[["lab", "labs"]],
+        supports_check_mode=False,
+    )
+    if module.params["labs"] is not None:
+        labs = converge_labs(module, module.params["labs"])
+        module.exit_json(changed=any(r.get("changed") for r in labs.values()), labs=labs)
+    params = {k: module.params.get(k) for k in LAB_OPTIONS}
+    try:
+        result = converge(params, Region(module, None))
+    except LabFailure as e:
+        module.fail_json(msg=e.msg, attempts=getattr(e, "attempts", []))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

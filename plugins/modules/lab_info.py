@@ -16,12 +16,25 @@ description:
     mutating call at all, and failures (credentials, unknown type) surface before anything
     is created.
   - Never changes anything.
+  - With O(labs), finds many labs at once (a class); each kind of resource is asked for once
+    per region for all of them (filters with many values), regions side by side, and each
+    lab's findings come back under RV(labs). A lab that cannot be read gets C(failed) and
+    C(msg) there; the module itself does not fail.
 author: gpu_lab developers
 options:
   lab:
-    description: The lab's name (value of the C(gpu_lab:lab) tag).
+    description:
+      - The lab's name (value of the C(gpu_lab:lab) tag).
+      - One of O(lab) and O(labs) is required.
     type: str
-    required: true
+  labs:
+    description:
+      - Many labs at once. Each element takes O(lab) (required), O(key_name),
+        O(security_group_name), O(instance_types), O(image) and C(region) (default O(region)).
+      - O(volumes) and O(orphans) apply to every lab.
+    type: list
+    elements: dict
+    version_added: 0.3.0
   key_name:
     description: Name of the lab's key pair.
     type: str
@@ -89,6 +102,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+labs:
+  description:
+    - With O(labs), each lab's findings by lab name, with the keys below (or C(failed) and C(msg)).
+    - Without it, the keys below are returned at the top level.
+  returned: with O(labs)
+  type: dict
 instance:
   description: The lab's live instance (pending, running, stopping or stopped), or an empty dict.
   returned: always
@@ -140,6 +159,7 @@ orphans:
   elements: dict
 """
 
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -148,10 +168,12 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+MAX_FILTER_VALUES = 200  # EC2's limit per filter
 CREDENTIAL_ERRORS = {
     "AuthFailure",
     "UnrecognizedClientException",
@@ -164,59 +186,80 @@ CREDENTIAL_ERRORS = {
 }
 
 
-def _instances(ec2: Any, lab: str) -> list[dict[str, Any]]:
-    pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[
-            {"Name": "tag:gpu_lab:lab", "Values": [lab]},
-            {"Name": "instance-state-name", "Values": LIVE_STATES},
-        ]
-    )
-    found = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+def _chunks(values: list[str], size: int = MAX_FILTER_VALUES) -> list[list[str]]:
+    return [values[i:i + size] for i in range(0, len(values), size)] or [[]]
+
+
+def _instances(ec2: Any, labs: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The live instances of each lab, oldest first: one paged call per 200 labs."""
+    found: list[dict[str, Any]] = []
+    for chunk in _chunks(labs):
+        pages = ec2.get_paginator("describe_instances").paginate(
+            Filters=[
+                {"Name": "tag:gpu_lab:lab", "Values": chunk},
+                {"Name": "instance-state-name", "Values": LIVE_STATES},
+            ]
+        )
+        found += [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
     found.sort(key=lambda i: i["LaunchTime"])
-    return [
-        {
-            "id": i["InstanceId"],
-            "state": i["State"]["Name"],
-            "type": i["InstanceType"],
-            "zone": i["Placement"]["AvailabilityZone"],
-            "image": i.get("ImageId", ""),
-            "launch_time": i["LaunchTime"].isoformat(),
-            "public_ip": i.get("PublicIpAddress", ""),
-            "key_name": i.get("KeyName", ""),
-            "subnet_id": i.get("SubnetId", ""),
-            # moto leaves SecurityGroups empty for an instance launched with a network
-            # interface spec (AWS fills it): the primary interface's groups are the same.
-            "security_groups": [g["GroupId"] for g in i.get("SecurityGroups") or
-                                [g for n in i.get("NetworkInterfaces", [])[:1] for g in n.get("Groups", [])]],
-            "root_volume_ids": [m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", []) if "Ebs" in m],
+    by_lab: dict[str, list[dict[str, Any]]] = {lab: [] for lab in labs}
+    for i in found:
+        tags = boto3_tag_list_to_ansible_dict(i.get("Tags", []))
+        if tags.get("gpu_lab:lab") in by_lab:
+            by_lab[tags["gpu_lab:lab"]].append(_instance_summary(i, tags))
+    return by_lab
+
+
+def _instance_summary(i: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": i["InstanceId"],
+        "state": i["State"]["Name"],
+        "type": i["InstanceType"],
+        "zone": i["Placement"]["AvailabilityZone"],
+        "image": i.get("ImageId", ""),
+        "launch_time": i["LaunchTime"].isoformat(),
+        "public_ip": i.get("PublicIpAddress", ""),
+        "key_name": i.get("KeyName", ""),
+        "subnet_id": i.get("SubnetId", ""),
+        # moto leaves SecurityGroups empty for an instance launched with a network
+        # interface spec (AWS fills it): the primary interface's groups are the same.
+        "security_groups": [g["GroupId"] for g in i.get("SecurityGroups") or
+                            [g for n in i.get("NetworkInterfaces", [])[:1] for g in n.get("Groups", [])]],
+        "root_volume_ids": [m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", []) if "Ebs" in m],
         # "User initiated (2026-11-26 10:00:00 GMT)": when a stopped instance stopped.
         "state_reason": i.get("StateTransitionReason", ""),
-            "tags": boto3_tag_list_to_ansible_dict(i.get("Tags", [])),
-        }
-        for i in found
-    ]
+        "tags": tags,
+    }
 
 
-def _addresses(ec2: Any, lab: str) -> list[dict[str, Any]]:
-    found = ec2.describe_addresses(Filters=[{"Name": "tag:gpu_lab:lab", "Values": [lab]}])["Addresses"]
-    return [
-        {
-            "public_ip": a["PublicIp"],
-            "allocation_id": a.get("AllocationId", ""),
-            "association_id": a.get("AssociationId", ""),
-            "instance_id": a.get("InstanceId", ""),
-        }
-        for a in found
-    ]
+def _addresses(ec2: Any, labs: list[str]) -> dict[str, list[dict[str, Any]]]:
+    by_lab: dict[str, list[dict[str, Any]]] = {lab: [] for lab in labs}
+    for chunk in _chunks(labs):
+        for a in ec2.describe_addresses(Filters=[{"Name": "tag:gpu_lab:lab", "Values": chunk}])["Addresses"]:
+            lab = boto3_tag_list_to_ansible_dict(a.get("Tags", [])).get("gpu_lab:lab")
+            if lab in by_lab:
+                by_lab[lab].append({
+                    "public_ip": a["PublicIp"],
+                    "allocation_id": a.get("AllocationId", ""),
+                    "association_id": a.get("AssociationId", ""),
+                    "instance_id": a.get("InstanceId", ""),
+                })
+    return by_lab
 
 
-def _security_group(ec2: Any, name: str | None) -> dict[str, Any]:
-    if not name:
-        return {}
-    groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
-    if not groups:
-        return {}
-    g = groups[0]
+def _security_groups(ec2: Any, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Each named group, or {} when there is none: one call per 200 names."""
+    found: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for chunk in _chunks([n for n in names if n]):
+        if not chunk:
+            continue
+        for g in ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": chunk}])["SecurityGroups"]:
+            if found.get(g["GroupName"]) == {}:
+                found[g["GroupName"]] = _group_summary(g)
+    return found
+
+
+def _group_summary(g: dict[str, Any]) -> dict[str, Any]:
     return {
         "group_id": g["GroupId"],
         "vpc_id": g.get("VpcId", ""),
@@ -235,19 +278,20 @@ def _security_group(ec2: Any, name: str | None) -> dict[str, Any]:
     }
 
 
-def _key_pair(ec2: Any, name: str | None) -> dict[str, Any]:
-    if not name:
-        return {}
-    pairs = ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [name]}])["KeyPairs"]
-    if not pairs:
-        return {}
-    k = pairs[0]
-    return {
-        "name": k["KeyName"],
-        "id": k.get("KeyPairId", ""),
-        "fingerprint": k.get("KeyFingerprint", ""),
-        "type": k.get("KeyType", ""),
-    }
+def _key_pairs(ec2: Any, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Each named key pair, or {} when there is none: one call per 200 names."""
+    found: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for chunk in _chunks([n for n in names if n]):
+        if not chunk:
+            continue
+        for k in ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": chunk}])["KeyPairs"]:
+            found[k["KeyName"]] = {
+                "name": k["KeyName"],
+                "id": k.get("KeyPairId", ""),
+                "fingerprint": k.get("KeyFingerprint", ""),
+                "type": k.get("KeyType", ""),
+            }
+    return found
 
 
 def _instance_types(ec2: Any, names: list[str]) -> list[dict[str, Any]]:
@@ -353,62 +397,136 @@ def _orphans(ec2: Any) -> list[dict[str, Any]]:
     return found
 
 
+LAB_OPTIONS: dict[str, Any] = {
+    "lab": {"type": "str", "required": True},
+    "region": {"type": "str"},
+    "key_name": {"type": "str", "no_log": False},
+    "security_group_name": {"type": "str"},
+    "instance_types": {"type": "list", "elements": "str", "default": []},
+    "image": {"type": "dict", "options": {
+        "image_id": {"type": "str", "default": ""},
+        "ssm_parameter": {"type": "str", "default": ""},
+        "name_pattern": {"type": "str", "default": ""},
+        "owners": {"type": "list", "elements": "str", "default": ["amazon"]},
+    }},
+}
+
+
+def discover(module: AnsibleAWSModule, region: str | None, labs: list[dict[str, Any]],
+             volumes: bool, orphans: bool) -> dict[str, dict[str, Any]]:
+    """What each lab of one region has: every kind of resource asked for once, for all the
+    labs together (filters with many values), the kinds side by side."""
+    ec2 = module.client("ec2", region=region) if region else module.client("ec2")
+    names = [lab["lab"] for lab in labs]
+    types = list(dict.fromkeys(t for lab in labs for t in lab["instance_types"]))
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        jobs = {
+            "instances": pool.submit(_instances, ec2, names),
+            "addresses": pool.submit(_addresses, ec2, names),
+            "security_group": pool.submit(_security_groups, ec2, [lab["security_group_name"] or "" for lab in labs]),
+            "key_pair": pool.submit(_key_pairs, ec2, [lab["key_name"] or "" for lab in labs]),
+            "instance_types": pool.submit(_instance_types, ec2, types),
+            "orphans": pool.submit(_orphans, ec2) if orphans else None,
+        }
+        found = {kind: job.result() if job else [] for kind, job in jobs.items()}
+    described = {t["name"]: t for t in found["instance_types"]}
+    # A new instance's image, resolved once per distinct request (a class asks one).
+    wanted_images = {repr(lab["image"]): lab["image"] for lab in labs
+                     if lab["image"] and not found["instances"][lab["lab"]]}
+    images: dict[str, dict[str, Any]] = {}
+    if wanted_images:
+        ssm = module.client("ssm", region=region) if region else module.client("ssm")
+        images = {key: _image(ec2, ssm, wanted) for key, wanted in wanted_images.items()}
+    volume_ids = [v for lab in labs for i in found["instances"][lab["lab"]][:1] for v in i["root_volume_ids"]]
+    all_volumes = {v["id"]: v for v in _volumes(ec2, volume_ids)} if volumes else {}
+    result = {}
+    for lab in labs:
+        instances = found["instances"][lab["lab"]]
+        result[lab["lab"]] = {
+            "instance": instances[0] if instances else {},
+            "instance_count": len(instances),
+            "instances": instances,
+            "addresses": found["addresses"][lab["lab"]],
+            "security_group": found["security_group"].get(lab["security_group_name"] or "", {}),
+            "key_pair": found["key_pair"].get(lab["key_name"] or "", {}),
+            "instance_types": [described[t] for t in lab["instance_types"]],
+            "image": images.get(repr(lab["image"]), {}) if lab["image"] and not instances else {},
+            "volumes": [all_volumes[v] for i in instances[:1] for v in i["root_volume_ids"] if v in all_volumes],
+            "orphans": found["orphans"],
+        }
+    return result
+
+
+def _failure(e: Exception, region: str) -> str:
+    """One sentence for what stopped the discovery of a region."""
+    if isinstance(e, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
+        return _no_credentials(str(e))
+    if isinstance(e, botocore.exceptions.ClientError):
+        code = e.response["Error"]["Code"]
+        if code in CREDENTIAL_ERRORS:
+            return _no_credentials(code)
+        return f"Could not read the lab's resources in {region}: {e}"
+    if isinstance(e, botocore.exceptions.EndpointConnectionError):
+        return f"Could not reach the EC2 API of {region} ({e}): check the region and your network."
+    return f"Could not read the lab's resources in {region}: {e}"
+
+
 def main() -> None:
     module = AnsibleAWSModule(
         argument_spec={
-            "lab": {"type": "str", "required": True},
-            "key_name": {"type": "str"},
-            "security_group_name": {"type": "str"},
-            "instance_types": {"type": "list", "elements": "str", "default": []},
+            **{k: v for k, v in LAB_OPTIONS.items() if k not in ("lab", "region")},
+            "lab": {"type": "str"},
+            "labs": {"type": "list", "elements": "dict"},
             "volumes": {"type": "bool", "default": False},
             "orphans": {"type": "bool", "default": False},
-            "image": {"type": "dict", "options": {
-                "image_id": {"type": "str", "default": ""},
-                "ssm_parameter": {"type": "str", "default": ""},
-                "name_pattern": {"type": "str", "default": ""},
-                "owners": {"type": "list", "elements": "str", "default": ["amazon"]},
-            }},
         },
+        required_one_of=[["lab", "labs"]],
+        mutually_exclusive=[["lab", "labs"]],
         supports_check_mode=True,
     )
     p = module.params
-    region = p.get("region") or "the configured region"
-    ec2 = module.client("ec2")
-    with ThreadPoolExecutor(max_workers=5) as pool:
-        jobs = {
-            "instances": pool.submit(_instances, ec2, p["lab"]),
-            "addresses": pool.submit(_addresses, ec2, p["lab"]),
-            "security_group": pool.submit(_security_group, ec2, p["security_group_name"]),
-            "key_pair": pool.submit(_key_pair, ec2, p["key_name"]),
-            "instance_types": pool.submit(_instance_types, ec2, p["instance_types"]),
-            "orphans": pool.submit(_orphans, ec2) if p["orphans"] else None,
-        }
+    if p["lab"]:
+        region = p.get("region") or "the configured region"
+        lab = {k: p[k] for k in LAB_OPTIONS if k != "region"}
         try:
-            found = {name: job.result() if job else [] for name, job in jobs.items()}
-            found["image"] = (
-                _image(ec2, module.client("ssm"), p["image"]) if p["image"] and not found["instances"] else {})
-            found["volumes"] = (
-                _volumes(ec2, [v for i in found["instances"][:1] for v in i["root_volume_ids"]])
-                if p["volumes"] else [])
-        except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError) as e:
-            module.fail_json(msg=_no_credentials(str(e)))
-        except botocore.exceptions.ClientError as e:
-            code = e.response["Error"]["Code"]
-            if code in CREDENTIAL_ERRORS:
-                module.fail_json(msg=_no_credentials(code))
-            module.fail_json_aws(e, msg=f"Could not read the lab's resources in {region}")
-        except botocore.exceptions.EndpointConnectionError as e:
-            module.fail_json(msg=f"Could not reach the EC2 API of {region} ({e}): check the region and your network.")
-        except botocore.exceptions.BotoCoreError as e:
-            module.fail_json_aws(e, msg=f"Could not read the lab's resources in {region}")
-    instances = found.pop("instances")
-    module.exit_json(
-        changed=False,
-        instance=instances[0] if instances else {},
-        instance_count=len(instances),
-        instances=instances,
-        **found,
-    )
+            found = discover(module, None, [lab], p["volumes"], p["orphans"])[p["lab"]]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            module.fail_json(msg=_failure(e, region))
+        module.exit_json(changed=False, **found)
+    module.exit_json(changed=False, labs=discover_labs(module, p["labs"], p["volumes"], p["orphans"]))
+
+
+def discover_labs(module: AnsibleAWSModule, given: list[dict[str, Any]], volumes: bool,
+                  orphans: bool) -> dict[str, dict[str, Any]]:
+    """Every lab of O(labs), the regions side by side. A lab whose entry is invalid, whose
+    name another entry also has, or whose region could not be read gets failed and msg."""
+    result: dict[str, dict[str, Any]] = {}
+    by_region: dict[str, list[dict[str, Any]]] = {}
+    validator = ArgumentSpecValidator(LAB_OPTIONS)
+    counts = Counter(str(lab.get("lab", "")) for lab in given)
+    for entry in given:
+        checked = validator.validate(entry)
+        name = str(entry.get("lab", ""))
+        if checked.error_messages:
+            result[name] = {"failed": True, "msg": f"Lab {name!r}: " + "; ".join(checked.error_messages)}
+        elif counts[name] > 1:
+            result[name] = {"failed": True, "msg": f"Lab {name} is named by {counts[name]} hosts of the play: "
+                                                   "each lab needs its own name (gpu_lab_name)."}
+        else:
+            lab = checked.validated_parameters
+            by_region.setdefault(lab["region"] or module.region or "", []).append(lab)
+
+    def one_region(region: str, labs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        try:
+            return discover(module, region or None, labs, volumes, orphans)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            msg = _failure(e, region or "the configured region")
+            return {lab["lab"]: {"failed": True, "msg": msg} for lab in labs}
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(by_region)))) as pool:
+        for found in pool.map(lambda item: one_region(*item), by_region.items()):
+            result.update(found)
+    return result
 
 
 def _no_credentials(reason: str) -> str:
