@@ -284,12 +284,13 @@ def test_only_the_listed_labs(world: World, home: Path, tmp_path: Path) -> None:
 
 
 def test_the_shipped_lab_inventory(world: World, home: Path) -> None:
-    """`-i inventories/csdl`, what ansible.cfg uses: the csdl lab in us-east-1, plus the workstation."""
+    """`-i inventories/csdl`, what ansible.cfg uses: the csdl lab in us-east-1, plus this machine
+    as the lab's one host of group `labs`, which the playbooks act on."""
     env = cli_env(world.emulator, home)
     listing = inventory_list("inventories/csdl", env)
     assert set(listing["_meta"]["hostvars"]) == {"csdl-server", "localhost"}
     assert hosts_of(listing, "gpu_lab") == {"csdl-server"}
-    assert hosts_of(listing, "workstation") == {"localhost"}
+    assert hosts_of(listing, "labs") == {"localhost"}
 
     done = run("ansible-inventory", "--host", "csdl-server", env=env)  # the default inventory of ansible.cfg
     assert done.returncode == 0, done.stderr
