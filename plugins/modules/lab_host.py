@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: lab_host
-short_description: Run the lab's one GPU instance at the lab's Elastic IP, failing over on capacity
+short_description: Run the lab's one GPU instance at the lab's Elastic IP, failing over on capacity; or remove the lab
 version_added: 0.2.0
 description:
   - Brings a lab's instance to C(running) and associates the lab's Elastic IP with it. Acts on
@@ -30,8 +30,21 @@ description:
     clients per region and one look at the zones offering the candidate types. Each lab fails
     over on its own; a lab that cannot be brought up gets C(failed) and C(msg) under RV(labs),
     and the others go on (the module itself does not fail).
+  - With O(state=absent), removes what M(csdl.gpu_lab.lab_info) found of each lab, in the order
+    that leaves nothing billable behind - the Elastic IPs (disassociated, then released), then
+    the instances (terminated, waited for), then the security group (retried while AWS still
+    counts the terminated instance's network interface), then the key pair; then the
+    O(orphans). A class is one call (the labs side by side, one set of clients per region).
 author: gpu_lab developers
 options:
+  state:
+    description:
+      - C(present) runs each lab's instance at its address; C(absent) removes each lab's
+        resources (O(addresses), O(instances), O(security_group_id), O(key_name), O(orphans)).
+    type: str
+    choices: [present, absent]
+    default: present
+    version_added: 0.3.0
   lab:
     description:
       - The lab's name.
@@ -42,8 +55,8 @@ options:
       - Many labs at once. Each element takes the options of one lab (O(lab), required, and
         O(instance), O(addresses), O(instance_types), O(zones), O(image_id),
         O(root_device_name), O(volume_size), O(key_name), O(key_pair), O(user_data),
-        O(security_group_id), O(security_group), O(tags), O(instance_tags), O(wait_timeout)),
-        and C(region) (default O(region)).
+        O(security_group_id), O(security_group), O(tags), O(instance_tags), O(wait_timeout),
+        O(instances), O(orphans)), and C(region) (default O(region)).
     type: list
     elements: dict
     version_added: 0.3.0
@@ -56,6 +69,24 @@ options:
     type: list
     elements: dict
     default: []
+  instances:
+    description:
+      - With O(state=absent), the instances to terminate, as M(csdl.gpu_lab.lab_info) returned
+        them (its RV(csdl.gpu_lab.lab_info#module:instances), every live instance of the lab).
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.3.0
+  orphans:
+    description:
+      - With O(state=absent), resources other labs left behind in the lab's region, as
+        M(csdl.gpu_lab.lab_info) returned them with its O(csdl.gpu_lab.lab_info#module:orphans)
+        (kind, id, lab, detail). Each is removed once, however many labs of the call name it;
+        one of a lab of the call is that lab's own.
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.3.0
   instance_types:
     description: Candidate instance types, most wanted first (used only to launch).
     type: list
@@ -78,7 +109,7 @@ options:
     type: int
     default: 100
   key_name:
-    description: Key pair of a new instance.
+    description: Key pair of a new instance; with O(state=absent), the key pair to delete.
     type: str
   key_pair:
     description:
@@ -104,7 +135,9 @@ options:
     default: ''
     version_added: 0.3.0
   security_group_id:
-    description: Security group of a new instance; without it, the group O(security_group) is created.
+    description:
+      - Security group of a new instance; without it, the group O(security_group) is created.
+      - With O(state=absent), the group to delete.
     type: str
   security_group:
     description:
@@ -140,7 +173,10 @@ options:
     type: dict
     default: {}
   wait_timeout:
-    description: Seconds to wait for the instance to run.
+    description:
+      - Seconds to wait for the instance to run.
+      - With O(state=absent), for the instances to be gone, and again for AWS to let go of the
+        security group.
     type: int
     default: 600
 extends_documentation_fragment:
@@ -164,6 +200,16 @@ EXAMPLES = r"""
       description: SSH to the csdl GPU lab host
       ssh_cidrs: [203.0.113.7/32]
     tags: {gpu_lab:lab: csdl}
+
+- name: Remove every lab of a class (what lab_info found of each)
+  csdl.gpu_lab.lab_host:
+    state: absent
+    labs:
+      - lab: bio101-s01
+        instances: "{{ found.labs['bio101-s01'].instances }}"
+        addresses: "{{ found.labs['bio101-s01'].addresses }}"
+        security_group_id: "{{ found.labs['bio101-s01'].security_group.group_id }}"
+        key_name: bio101-s01-server
 """
 
 RETURN = r"""
@@ -191,6 +237,14 @@ attempts:
   returned: always
   type: list
   elements: dict
+removed:
+  description:
+    - With O(state=absent), what was removed - C(addresses) (public IPs), C(instances) (ids),
+      C(security_group) (id, or empty), C(key_pair) (name, or empty), C(orphans) (each orphan's
+      C(summary) or kind and detail) - so far, also when the lab failed.
+  returned: with O(state=absent)
+  type: dict
+  version_added: 0.3.0
 launched:
   description: Whether a new instance was launched.
   returned: success
@@ -523,6 +577,114 @@ class LabHost:
         return {"public_ip": keep["PublicIp"], "allocation_id": keep["AllocationId"]}
 
 
+class LabRemoval:
+    """Removes what lab_info found of one lab, in the order that leaves nothing billable: an
+    address released before its instance goes (AWS keeps billing an address left associated
+    with nothing), the group after the instance (its interface holds the group for a while)."""
+
+    def __init__(self, params: dict[str, Any], region: Region) -> None:
+        self.p = params
+        self.ec2 = region.ec2  # botocore's standard retries cover throttling and internal errors
+        self.removed: dict[str, Any] = {"addresses": [], "instances": [], "security_group": "", "key_pair": "",
+                                        "orphans": []}
+
+    def run(self) -> dict[str, Any]:
+        p = self.p
+        for address in p["addresses"]:
+            if self._release(address["allocation_id"], address.get("association_id") or ""):
+                self.removed["addresses"].append(address["public_ip"])
+        ids = [i["id"] for i in p["instances"]]
+        if ids:
+            self.removed["instances"] = self._terminate(ids)
+        if p["security_group_id"] and self._delete_group(p["security_group_id"]):
+            self.removed["security_group"] = p["security_group_id"]
+        if p["key_name"]:
+            self.ec2.delete_key_pair(KeyName=p["key_name"])  # no error when it is gone already
+            self.removed["key_pair"] = p["key_name"]
+        for orphan in p["orphans"]:
+            kind = orphan.get("kind")
+            if kind == "elastic_ip":
+                gone = self._release(orphan["id"], "")
+            elif kind == "security_group":
+                gone = self._delete_group(orphan["id"])
+            elif kind == "key_pair":
+                self.ec2.delete_key_pair(KeyName=orphan["detail"])
+                gone = True
+            else:
+                raise LabFailure(f"Unknown kind of left-over resource: {orphan!r}")
+            if gone:
+                self.removed["orphans"].append(orphan.get("summary") or f"{kind} {orphan.get('detail', '')}")
+        changed = any(self.removed.values())
+        return {"changed": changed, "removed": self.removed, "attempts": []}
+
+    def _release(self, allocation_id: str, association_id: str) -> bool:
+        """Disassociates (when associated) and releases one address; False when already gone."""
+        for _ in range(3):
+            try:
+                if association_id:
+                    self.ec2.disassociate_address(AssociationId=association_id)
+                self.ec2.release_address(AllocationId=allocation_id)
+                return True
+            except botocore.exceptions.ClientError as e:
+                code = _code(e)
+                if code in ("InvalidAllocationID.NotFound", "InvalidAddress.NotFound"):
+                    return False
+                if code == "InvalidAssociationID.NotFound":
+                    association_id = ""  # disassociated meanwhile: release it
+                    continue
+                if code != "InvalidIPAddress.InUse":
+                    raise
+            # Associated since it was found (or an orphan at a stopped instance): ask where.
+            found = self.ec2.describe_addresses(AllocationIds=[allocation_id])["Addresses"]
+            association_id = found[0].get("AssociationId", "") if found else ""
+        raise LabFailure(f"The address {allocation_id} stayed associated; release it in the EC2 console.")
+
+    def _terminate(self, ids: list[str]) -> list[str]:
+        """Terminates the instances and waits until every one is gone; returns those it ended."""
+        try:
+            answer = self.ec2.terminate_instances(InstanceIds=ids)["TerminatingInstances"]
+        except botocore.exceptions.ClientError as e:
+            if _code(e) != "InvalidInstanceID.NotFound":
+                raise
+            answer = []
+        ended = [i["InstanceId"] for i in answer if i["PreviousState"]["Name"] not in ("shutting-down", "terminated")]
+        deadline = time.monotonic() + self.p["wait_timeout"]
+        delay = 0.2
+        while True:
+            try:
+                left = [i["InstanceId"] for r in self.ec2.describe_instances(InstanceIds=ids)["Reservations"]
+                        for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+            except botocore.exceptions.ClientError as e:
+                if _code(e) != "InvalidInstanceID.NotFound":  # long gone: AWS forgets them
+                    raise
+                left = []
+            if not left:
+                return ended
+            if time.monotonic() > deadline:
+                raise LabFailure(f"The instances {', '.join(left)} were not gone after {self.p['wait_timeout']} s: "
+                                 "run teardown.yml again.")
+            time.sleep(delay)
+            delay = min(delay * 2, 5)
+
+    def _delete_group(self, group_id: str) -> bool:
+        """Deletes a group, retrying while AWS still counts a terminated instance's interface
+        (DependencyViolation, for a minute or two on AWS); False when already gone."""
+        deadline = time.monotonic() + self.p["wait_timeout"]
+        delay = 1.0
+        while True:
+            try:
+                self.ec2.delete_security_group(GroupId=group_id)
+                return True
+            except botocore.exceptions.ClientError as e:
+                code = _code(e)
+                if code in ("InvalidGroup.NotFound", "InvalidGroupId.NotFound"):
+                    return False
+                if code != "DependencyViolation" or time.monotonic() > deadline:
+                    raise LabFailure(f"Could not delete the security group {group_id}: {e}") from e
+            time.sleep(delay)
+            delay = min(delay * 2, 6)
+
+
 def _summary(instance: dict[str, Any]) -> dict[str, Any]:
     launch_time = instance.get("LaunchTime")
     return {
@@ -540,6 +702,8 @@ LAB_OPTIONS: dict[str, Any] = {
     "region": {"type": "str"},
     "instance": {"type": "dict", "default": {}},
     "addresses": {"type": "list", "elements": "dict", "default": []},
+    "instances": {"type": "list", "elements": "dict", "default": []},
+    "orphans": {"type": "list", "elements": "dict", "default": []},
     "instance_types": {"type": "list", "elements": "str", "default": []},
     "zones": {"type": "list", "elements": "str", "default": []},
     "image_id": {"type": "str"},
@@ -599,9 +763,42 @@ def converge(params: dict[str, Any], region: Region) -> dict[str, Any]:
             "security_group_id": params["security_group_id"] or ""}
 
 
-def converge_labs(module: AnsibleAWSModule, given: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every lab of O(labs) side by side, sharing one set of clients per region. One lab's
-    failure is its own: the others go on."""
+def remove(params: dict[str, Any], region: Region) -> dict[str, Any]:
+    """Removes one lab's resources; raises LabFailure (with what was removed so far in
+    .removed) when it cannot."""
+    removal = LabRemoval(params, region)
+    try:
+        return removal.run()
+    except LabFailure as e:
+        e.removed = removal.removed  # type: ignore[attr-defined]
+        raise
+    except botocore.exceptions.ClientError as e:
+        failure = LabFailure(f"Could not remove lab {params['lab']}: {e}")
+        failure.removed = removal.removed  # type: ignore[attr-defined]
+        raise failure from e
+
+
+def _orphans_once(labs: list[dict[str, Any]]) -> None:
+    """Each left-over resource is removed by one lab of the call only; one of a lab of the
+    call (in its region) is left to that lab (lab_info lists it among the lab's own)."""
+    ours = {(lab["region"] or "", lab["lab"]) for lab in labs}
+    seen: set[tuple[str, str, str]] = set()
+    for lab in labs:
+        region = lab["region"] or ""
+        kept = []
+        for orphan in lab["orphans"]:
+            key = (region, str(orphan.get("kind")), str(orphan.get("id")))
+            if key in seen or (region, orphan.get("lab")) in ours:
+                continue
+            seen.add(key)
+            kept.append(orphan)
+        lab["orphans"] = kept
+
+
+def converge_labs(module: AnsibleAWSModule, given: list[dict[str, Any]],
+                  state: str = "present") -> dict[str, dict[str, Any]]:
+    """Every lab of O(labs) side by side (brought up, or removed with O(state=absent)),
+    sharing one set of clients per region. One lab's failure is its own: the others go on."""
     validator = ArgumentSpecValidator(LAB_OPTIONS)
     counts = Counter(str(lab.get("lab", "")) for lab in given)
     result: dict[str, dict[str, Any]] = {}
@@ -617,6 +814,8 @@ def converge_labs(module: AnsibleAWSModule, given: list[dict[str, Any]]) -> dict
                                                                    "of the play: each lab needs its own name."}
         else:
             todo.append(checked.validated_parameters)
+    if state == "absent":
+        _orphans_once(todo)
     regions: dict[str, Region] = {}
     for lab in todo:
         key = lab["region"] or ""
@@ -625,10 +824,13 @@ def converge_labs(module: AnsibleAWSModule, given: list[dict[str, Any]]) -> dict
 
     def one(lab: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         try:
-            return lab["lab"], converge(lab, regions[lab["region"] or ""])
+            act = remove if state == "absent" else converge
+            return lab["lab"], act(lab, regions[lab["region"] or ""])
         except LabFailure as e:
-            return lab["lab"], {"failed": True, "changed": False, "msg": e.msg,
-                                "attempts": getattr(e, "attempts", [])}
+            failed = {"failed": True, "changed": False, "msg": e.msg, "attempts": getattr(e, "attempts", [])}
+            if state == "absent":
+                failed.update(removed=e.removed, changed=any(e.removed.values()))  # type: ignore[attr-defined]
+            return lab["lab"], failed
 
     with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(todo)))) as pool:
         result.update(pool.map(one, todo))
@@ -641,19 +843,22 @@ def main() -> None:
             **{k: v for k, v in LAB_OPTIONS.items() if k not in ("lab", "region")},
             "lab": {"type": "str"},
             "labs": {"type": "list", "elements": "dict"},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
         },
         required_one_of=[["lab", "labs"]],
         mutually_exclusive=[["lab", "labs"]],
         supports_check_mode=False,
     )
+    state = module.params["state"]
     if module.params["labs"] is not None:
-        labs = converge_labs(module, module.params["labs"])
+        labs = converge_labs(module, module.params["labs"], state)
         module.exit_json(changed=any(r.get("changed") for r in labs.values()), labs=labs)
     params = {k: module.params.get(k) for k in LAB_OPTIONS}
     try:
-        result = converge(params, Region(module, None))
+        result = (remove if state == "absent" else converge)(params, Region(module, None))
     except LabFailure as e:
-        module.fail_json(msg=e.msg, attempts=getattr(e, "attempts", []))
+        module.fail_json(msg=e.msg, attempts=getattr(e, "attempts", []), **(
+            {"removed": getattr(e, "removed", {})} if state == "absent" else {}))
     module.exit_json(**result)
 
 

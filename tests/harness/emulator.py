@@ -174,6 +174,19 @@ def _make_sized_ami_class() -> None:
     _SizedAmi = SizedAmi  # type: ignore[misc,assignment]
 
 
+def _settle_shared_transformers() -> None:
+    """moto 5.2 serializes every EC2 response with one dict of key-path transformers shared by
+    all of them, and the first DescribeKeyPairs adds a path to it. A response serialized in
+    another thread at that moment fails with "dictionary changed size during iteration"
+    (HTTP 500: lab_info's parallel first reads hit it). With the
+    path there before the server takes requests, later calls only change its value."""
+    from moto.core.serialize import never_return
+    from moto.ec2.responses._base_response import EC2BaseResponse
+
+    EC2BaseResponse.RESPONSE_KEY_PATH_TO_TRANSFORMER.setdefault(
+        "DescribeKeyPairsResult.KeyPairs.KeyPairInfo.PublicKey", never_return)
+
+
 @dataclass
 class CallLog:
     """API calls seen at the HTTP boundary, by service and action."""
@@ -282,6 +295,7 @@ class Emulator:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
         _make_sized_ami_class()
+        _settle_shared_transformers()
         app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server(
             "127.0.0.1", self._port, self._wrap(app), threaded=True, request_handler=_QuietHandler

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 
 import boto3
@@ -10,6 +12,7 @@ import pytest
 
 from tests.harness.cloud import Cloud
 from tests.harness.emulator import DLAMI_LINES, Emulator, dlami_parameter_name
+from tests.playbook import REPO
 
 
 @pytest.fixture
@@ -61,3 +64,32 @@ def test_reset_forgets_resources_and_seeds_again(emulator: Emulator) -> None:
     assert client(emulator, "ec2").describe_key_pairs()["KeyPairs"] == []
     line = DLAMI_LINES[1]
     assert client(emulator, "ssm").get_parameter(Name=dlami_parameter_name(line))["Parameter"]["Value"]
+
+
+FIRST_KEY_PAIRS_CALL = """
+import boto3
+from moto.ec2.responses._base_response import EC2BaseResponse
+from tests.harness.emulator import Emulator
+
+emulator = Emulator().start()
+shared = EC2BaseResponse.RESPONSE_KEY_PATH_TO_TRANSFORMER
+before = len(shared)
+ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=emulator.url,
+                   aws_access_key_id="testing", aws_secret_access_key="testing")
+ec2.describe_key_pairs()
+ec2.describe_key_pairs(IncludePublicKey=True)
+print(before, len(shared))
+emulator.stop()
+"""
+
+
+def test_first_describe_key_pairs_leaves_shared_state_alone() -> None:
+    """moto's first DescribeKeyPairs in a process adds a key to a dict every EC2 response is
+    serialized with; a response serialized in another thread meanwhile failed with HTTP 500
+    (lab_info reads in parallel). A fresh emulator must have settled that dict: a first call
+    (in a fresh process, as in a new test run) changes nothing in its size."""
+    done = subprocess.run([sys.executable, "-c", FIRST_KEY_PAIRS_CALL], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after = done.stdout.split()
+    assert before == after
