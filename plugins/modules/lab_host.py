@@ -258,7 +258,6 @@ started:
 import hashlib
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -268,8 +267,8 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.csdl.gpu_lab.plugins.module_utils.labs import check_labs
 
 # No capacity for this type in this zone: try the next zone.
 CAPACITY_CODES = {"InsufficientInstanceCapacity", "InsufficientCapacity", "Unsupported",
@@ -799,21 +798,9 @@ def converge_labs(module: AnsibleAWSModule, given: list[dict[str, Any]],
                   state: str = "present") -> dict[str, dict[str, Any]]:
     """Every lab of O(labs) side by side (brought up, or removed with O(state=absent)),
     sharing one set of clients per region. One lab's failure is its own: the others go on."""
-    validator = ArgumentSpecValidator(LAB_OPTIONS)
-    counts = Counter(str(lab.get("lab", "")) for lab in given)
-    result: dict[str, dict[str, Any]] = {}
-    todo: list[dict[str, Any]] = []
-    for entry in given:
-        checked = validator.validate(entry)
-        name = str(entry.get("lab", ""))
-        if checked.error_messages:
-            result[name] = {"failed": True, "msg": f"Lab {name!r}: " + "; ".join(checked.error_messages),
-                            "attempts": []}
-        elif counts[name] > 1:
-            result[name] = {"failed": True, "attempts": [], "msg": f"Lab {name} is named by {counts[name]} hosts "
-                                                                   "of the play: each lab needs its own name."}
-        else:
-            todo.append(checked.validated_parameters)
+    todo, invalid = check_labs(given, LAB_OPTIONS)
+    result: dict[str, dict[str, Any]] = {name: {"failed": True, "msg": msg, "attempts": []}
+                                         for name, msg in invalid.items()}
     if state == "absent":
         _orphans_once(todo)
     regions: dict[str, Region] = {}

@@ -159,7 +159,6 @@ orphans:
   elements: dict
 """
 
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -168,9 +167,9 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
+from ansible_collections.csdl.gpu_lab.plugins.module_utils.labs import check_labs
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 MAX_FILTER_VALUES = 200  # EC2's limit per filter
@@ -500,21 +499,11 @@ def discover_labs(module: AnsibleAWSModule, given: list[dict[str, Any]], volumes
                   orphans: bool) -> dict[str, dict[str, Any]]:
     """Every lab of O(labs), the regions side by side. A lab whose entry is invalid, whose
     name another entry also has, or whose region could not be read gets failed and msg."""
-    result: dict[str, dict[str, Any]] = {}
+    valid, invalid = check_labs(given, LAB_OPTIONS)
+    result: dict[str, dict[str, Any]] = {name: {"failed": True, "msg": msg} for name, msg in invalid.items()}
     by_region: dict[str, list[dict[str, Any]]] = {}
-    validator = ArgumentSpecValidator(LAB_OPTIONS)
-    counts = Counter(str(lab.get("lab", "")) for lab in given)
-    for entry in given:
-        checked = validator.validate(entry)
-        name = str(entry.get("lab", ""))
-        if checked.error_messages:
-            result[name] = {"failed": True, "msg": f"Lab {name!r}: " + "; ".join(checked.error_messages)}
-        elif counts[name] > 1:
-            result[name] = {"failed": True, "msg": f"Lab {name} is named by {counts[name]} hosts of the play: "
-                                                   "each lab needs its own name (gpu_lab_name)."}
-        else:
-            lab = checked.validated_parameters
-            by_region.setdefault(lab["region"] or module.region or "", []).append(lab)
+    for lab in valid:
+        by_region.setdefault(lab["region"] or module.region or "", []).append(lab)
 
     def one_region(region: str, labs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         try:

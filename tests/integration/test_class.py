@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -155,6 +156,9 @@ def test_class_of_30(hosts_cloud: Cloud, aws: Callable[..., Any], classroom: dic
     assert {h for h, c in counts.items() if c["failed"]} == {lab(NO_CAPACITY)}, counts
     assert f"Class {CLASS}: 29 of 30 labs up, 1 not launched" in out
     assert f"{NO_CAPACITY} NOT LAUNCHED: No candidate instance could be launched" in out
+    assert re.search(rf"- {ZONE_FAILOVER} +g6\.xlarge +us-east-1b +127[.0-9]+ +provisioned only \(host not "
+                     r"reached\), after no capacity for g6\.xlarge in us-east-1a -", out), out[-5000:]
+    assert re.search(rf"- {ON_STAND_INS[0]} +g6\.xlarge +us-east-1\w +127[.0-9]+ +ready -", out), out[-5000:]
     summary = json.loads((room["home"] / ".gpu_lab" / CLASS / "kits" / "summary.json").read_text())
     rows = {r["student"]: r for r in summary["labs"]}
     assert set(rows) == set(STUDENTS)

@@ -1,7 +1,8 @@
 """A class's teardown is one call for all its labs (``lab_host`` with ``state: absent``), and
 one lab that cannot be removed fails on its own.
 
-A class of four is launched on the emulated EC2 API (provisioning only). A lab long gone left
+A class of four is launched on the emulated EC2 API (provisioning only; two students on the
+tutorial's p3.2xlarge, which the class summary warns about once). A lab long gone left
 an Elastic IP, a security group and a key pair behind. AWS then refuses to let go of one
 student's security group (DependencyViolation, as for minutes after a real terminate): that
 lab fails, saying what it removed before (address, instance) and what to do, while the other
@@ -22,6 +23,7 @@ from tests.playbook import REPO, recaps, run_playbook
 
 CLASS = "td"
 STUDENTS = ["s1", "s2", "s3", "s4"]
+P3 = ("s3", "s4")  # the tutorial's type, which current Deep Learning AMIs do not support
 STUCK = "td-s2"
 EXTRA = {"gpu_lab_ssh_cidr": "198.51.100.0/24", "gpu_lab_wait_for_ssh": "false", "gpu_lab_confirm_teardown": CLASS}
 
@@ -34,10 +36,11 @@ def make_class(root: Path) -> Path:
     inventory = root / "inventory"
     shutil.copytree(REPO / "inventories" / "csdl-class" / "group_vars", inventory / "group_vars")
     (inventory / "class.roster.yml").write_text(f"plugin: csdl.gpu_lab.roster\nclass: {CLASS}\nroster: roster.csv\n")
-    rows = ["student,public_key"]
+    rows = ["student,public_key,instance_type"]
     for student in STUDENTS:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / student)], check=True)
-        rows.append(f"{student},{(root / f'{student}.pub').read_text().strip()}")
+        instance_type = "p3.2xlarge" if student in P3 else ""
+        rows.append(f"{student},{(root / f'{student}.pub').read_text().strip()},{instance_type}")
     (inventory / "roster.csv").write_text("\n".join(rows) + "\n")
     return inventory
 
@@ -68,6 +71,12 @@ def test_a_stuck_lab_fails_alone_and_leftovers_go_once(cloud: Cloud, aws: Any, t
 
     launched = play("launch")
     assert launched.returncode == 0, launched.stdout[-3000:]
+    # The class summary lists both P3 labs and says once, under the rows, what that type risks.
+    summary = flat(launched)
+    for student in STUDENTS:
+        row = rf"- {student} +{'p3.2xlarge' if student in P3 else 'g6.xlarge'} +us-east-1[a-f] +127[.0-9]+ "
+        assert re.search(row + r"provisioned only \(host not reached\) - ", summary), summary[-3000:]
+    assert summary.count("p3.2xlarge is not among the instance families") == 1, summary[-3000:]
     ec2 = aws("ec2")
     labs = [f"{CLASS}-{s}" for s in STUDENTS]
     assert leftovers(ec2) == {kind: labs for kind in ("instances", "addresses", "groups", "key_pairs")}

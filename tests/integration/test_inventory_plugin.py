@@ -29,6 +29,7 @@ from ansible.plugins.loader import init_plugin_loader
 
 from tests.harness.cloud import Cloud
 from tests.harness.emulator import Emulator
+from tests.inventory_listing import hosts_of, plain
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -180,21 +181,6 @@ def inventory_list(path: Path | str, env: dict[str, str], *extra: str) -> dict[s
     done = run("ansible-inventory", "-i", str(path), "--list", *extra, env=env)
     assert done.returncode == 0, done.stderr
     return plain(json.loads(done.stdout))
-
-
-def plain(value: Any) -> Any:
-    """--list marks every string that came from EC2 as untrusted: {"__ansible_unsafe": "..."}."""
-    if isinstance(value, dict):
-        if set(value) == {"__ansible_unsafe"}:
-            return value["__ansible_unsafe"]
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
-def hosts_of(listing: dict[str, Any], group: str) -> set[str]:
-    return set(listing.get(group, {}).get("hosts", []))
 
 
 def graph(text: str) -> dict[str, set[str]]:

@@ -26,6 +26,8 @@ from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader, inventory_loader
 
+from tests.inventory_listing import hosts_of, plain
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CLASS = "dl2026"
@@ -103,21 +105,6 @@ def listing_of(source: Path | str, home: Path, *extra: str) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     assert "WARNING" not in done.stderr, done.stderr
     return plain(json.loads(done.stdout))
-
-
-def plain(value: Any) -> Any:
-    """--list marks every string from the roster as untrusted: {"__ansible_unsafe": "..."}."""
-    if isinstance(value, dict):
-        if set(value) == {"__ansible_unsafe"}:
-            return value["__ansible_unsafe"]
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
-def hosts_of(listing: dict[str, Any], group: str) -> set[str]:
-    return set(listing.get(group, {}).get("hosts", []))
 
 
 def failure(done: subprocess.CompletedProcess[str]) -> str:

@@ -1,0 +1,94 @@
+"""The collection as another course gets it: built (``ansible-galaxy collection build``),
+installed into a folder of its own, and used from outside this checkout by FQCN.
+
+Inside the repo, ``.ansible/collections`` links ``csdl.gpu_lab`` to the checkout; a file that
+the build leaves out (``build_ignore``, a folder missed) would only show once installed. Here
+the modules run from the installed copy, with its ``module_utils``, against the emulated EC2
+API, and the roles' argument specs and the plugins' docs are read from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.cloud import Cloud
+from tests.playbook import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def run(*cmd: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / cmd[0]), *cmd[1:]], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL, check=False)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The collection built from this checkout and installed into a fresh folder; a work
+    folder outside the repo (no ansible.cfg, so no link to the checkout)."""
+    root = tmp_path_factory.mktemp("installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_"))}
+    env.update({"HOME": str(root / "home"), "ANSIBLE_COLLECTIONS_PATH": str(root / "collections"),
+                "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:{env.get('PATH', '')}"})
+    (root / "home").mkdir()
+    built = run("ansible-galaxy", "collection", "build", "--output-path", str(root), str(REPO), cwd=root, env=env)
+    assert built.returncode == 0, built.stderr
+    (tarball,) = root.glob("csdl-gpu_lab-*.tar.gz")
+    # Offline, as on this machine: the dependencies (amazon.aws, ansible.posix) come with the
+    # `ansible` package, so they are not fetched.
+    done = run("ansible-galaxy", "collection", "install", "--no-deps", "-p", str(root / "collections"),
+               str(tarball), cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(tarball) as archive:
+        names = archive.getnames()
+    return {"root": root, "env": env, "names": names,
+            "path": root / "collections" / "ansible_collections" / "csdl" / "gpu_lab"}
+
+
+def test_the_build_holds_what_the_collection_needs_and_no_local_state(installed: dict[str, Any]) -> None:
+    names = set(installed["names"])
+    for needed in ("MANIFEST.json", "FILES.json", "meta/runtime.yml", "plugins/module_utils/labs.py",
+                   "plugins/modules/lab_host.py", "plugins/modules/lab_info.py",
+                   "plugins/inventory/gpu_lab.py", "plugins/inventory/roster.py",
+                   "roles/ec2_gpu_host/meta/argument_specs.yml", "playbooks/launch.yml"):
+        assert needed in names, needed
+    for local in (".venv", ".ansible", ".demo", ".git", ".pytest_cache", ".ruff_cache", "tests/output"):
+        assert not any(n == local or n.startswith(local + "/") for n in names), local
+    assert installed["path"].is_dir()
+
+
+def test_the_installed_modules_run_from_the_installed_copy(installed: dict[str, Any], cloud: Cloud) -> None:
+    """lab_info from the installed collection, with a lab named twice: the shared check in
+    module_utils fails those two entries alone, and the third lab is looked up in EC2."""
+    env = {**installed["env"], **cloud.env()}
+    labs = [{"lab": "dup"}, {"lab": "solo", "instance_types": ["g6.xlarge"]}, {"lab": "dup"}]
+    env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+    done = run("ansible", "localhost", "-c", "local", "-m", "csdl.gpu_lab.lab_info",
+               "-a", json.dumps({"labs": labs}), cwd=installed["root"], env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert out["labs"]["dup"] == {"failed": True, "msg": "Lab dup is named by 2 hosts of the play: "
+                                                         "each lab needs its own name (gpu_lab_name)."}
+    solo = out["labs"]["solo"]
+    assert "failed" not in solo, solo
+    assert solo["instance"] == {} and solo["addresses"] == []
+
+
+def test_the_installed_roles_and_plugins_document_themselves(installed: dict[str, Any]) -> None:
+    env, root = installed["env"], installed["root"]
+    listing = run("ansible-doc", "-t", "module", "-l", "csdl.gpu_lab", "-j", cwd=root, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert {"csdl.gpu_lab.lab_host", "csdl.gpu_lab.lab_info"} <= set(json.loads(listing.stdout))
+    role = run("ansible-doc", "-t", "role", "csdl.gpu_lab.ec2_gpu_host", "-j", cwd=root, env=env)
+    assert role.returncode == 0, role.stderr
+    spec = json.loads(role.stdout)["csdl.gpu_lab.ec2_gpu_host"]
+    assert str(installed["path"]) in spec["path"]
+    assert "ec2_gpu_host_lab_name" in spec["entry_points"]["main"]["options"]
