@@ -576,6 +576,11 @@ class LabHost:
         return {"public_ip": keep["PublicIp"], "allocation_id": keep["AllocationId"]}
 
 
+def nothing_removed() -> dict[str, Any]:
+    """RV(labs.removed) before anything went: it grows as each resource is removed."""
+    return {"addresses": [], "instances": [], "security_group": "", "key_pair": "", "orphans": []}
+
+
 class LabRemoval:
     """Removes what lab_info found of one lab, in the order that leaves nothing billable: an
     address released before its instance goes (AWS keeps billing an address left associated
@@ -584,8 +589,7 @@ class LabRemoval:
     def __init__(self, params: dict[str, Any], region: Region) -> None:
         self.p = params
         self.ec2 = region.ec2  # botocore's standard retries cover throttling and internal errors
-        self.removed: dict[str, Any] = {"addresses": [], "instances": [], "security_group": "", "key_pair": "",
-                                        "orphans": []}
+        self.removed = nothing_removed()
 
     def run(self) -> dict[str, Any]:
         p = self.p
@@ -799,8 +803,10 @@ def converge_labs(module: AnsibleAWSModule, given: list[dict[str, Any]],
     """Every lab of O(labs) side by side (brought up, or removed with O(state=absent)),
     sharing one set of clients per region. One lab's failure is its own: the others go on."""
     todo, invalid = check_labs(given, LAB_OPTIONS)
-    result: dict[str, dict[str, Any]] = {name: {"failed": True, "msg": msg, "attempts": []}
-                                         for name, msg in invalid.items()}
+    result: dict[str, dict[str, Any]] = {
+        name: {"failed": True, "changed": False, "msg": msg, "attempts": [],
+               **({"removed": nothing_removed()} if state == "absent" else {})}
+        for name, msg in invalid.items()}
     if state == "absent":
         _orphans_once(todo)
     regions: dict[str, Region] = {}

@@ -66,8 +66,9 @@ def test_the_build_holds_what_the_collection_needs_and_no_local_state(installed:
 
 
 def test_the_installed_modules_run_from_the_installed_copy(installed: dict[str, Any], cloud: Cloud) -> None:
-    """lab_info from the installed collection, with a lab named twice: the shared check in
-    module_utils fails those two entries alone, and the third lab is looked up in EC2."""
+    """lab_info and lab_host from the installed collection, with a lab named twice: the
+    shared check in module_utils fails those two entries alone, and the third lab is looked
+    up in EC2 (lab_info), or found to have nothing to remove (lab_host)."""
     env = {**installed["env"], **cloud.env()}
     labs = [{"lab": "dup"}, {"lab": "solo", "instance_types": ["g6.xlarge"]}, {"lab": "dup"}]
     env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
@@ -80,6 +81,17 @@ def test_the_installed_modules_run_from_the_installed_copy(installed: dict[str, 
     solo = out["labs"]["solo"]
     assert "failed" not in solo, solo
     assert solo["instance"] == {} and solo["addresses"] == []
+
+    # lab_host's teardown of the same three: the two named alike fail with nothing removed
+    # (the shape teardown.yml reports from), the third had nothing to remove.
+    done = run("ansible", "localhost", "-c", "local", "-m", "csdl.gpu_lab.lab_host",
+               "-a", json.dumps({"state": "absent", "labs": labs}), cwd=installed["root"], env=env)
+    out = json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert done.returncode == 0 and not out["changed"], done.stdout + done.stderr
+    nothing = {"addresses": [], "instances": [], "security_group": "", "key_pair": "", "orphans": []}
+    assert out["labs"]["dup"]["failed"] and out["labs"]["dup"]["removed"] == nothing
+    assert "named by 2 hosts" in out["labs"]["dup"]["msg"]
+    assert out["labs"]["solo"] == {"changed": False, "removed": nothing, "attempts": []}
 
 
 def test_the_installed_roles_and_plugins_document_themselves(installed: dict[str, Any]) -> None:
