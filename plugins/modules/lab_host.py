@@ -798,15 +798,22 @@ def _orphans_once(labs: list[dict[str, Any]]) -> None:
         lab["orphans"] = kept
 
 
+def _failed(e: LabFailure, state: str) -> dict[str, Any]:
+    """One lab's part of the answer when it failed: with O(state=absent), what was removed
+    before (nothing, for a lab that failed its check)."""
+    failed = {"failed": True, "changed": False, "msg": e.msg, "attempts": getattr(e, "attempts", [])}
+    if state == "absent":
+        removed = getattr(e, "removed", None) or nothing_removed()
+        failed.update(removed=removed, changed=any(removed.values()))
+    return failed
+
+
 def converge_labs(module: AnsibleAWSModule, given: list[dict[str, Any]],
                   state: str = "present") -> dict[str, dict[str, Any]]:
     """Every lab of O(labs) side by side (brought up, or removed with O(state=absent)),
     sharing one set of clients per region. One lab's failure is its own: the others go on."""
     todo, invalid = check_labs(given, LAB_OPTIONS)
-    result: dict[str, dict[str, Any]] = {
-        name: {"failed": True, "changed": False, "msg": msg, "attempts": [],
-               **({"removed": nothing_removed()} if state == "absent" else {})}
-        for name, msg in invalid.items()}
+    result = {name: _failed(LabFailure(msg), state) for name, msg in invalid.items()}
     if state == "absent":
         _orphans_once(todo)
     regions: dict[str, Region] = {}
@@ -820,10 +827,7 @@ def converge_labs(module: AnsibleAWSModule, given: list[dict[str, Any]],
             act = remove if state == "absent" else converge
             return lab["lab"], act(lab, regions[lab["region"] or ""])
         except LabFailure as e:
-            failed = {"failed": True, "changed": False, "msg": e.msg, "attempts": getattr(e, "attempts", [])}
-            if state == "absent":
-                failed.update(removed=e.removed, changed=any(e.removed.values()))  # type: ignore[attr-defined]
-            return lab["lab"], failed
+            return lab["lab"], _failed(e, state)
 
     with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(todo)))) as pool:
         result.update(pool.map(one, todo))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,7 @@ from typing import Any
 import pytest
 
 from tests.harness.cloud import Cloud
-from tests.playbook import REPO
-
-BIN = Path(sys.executable).parent
+from tests.playbook import BIN, REPO
 
 
 def run(*cmd: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -69,13 +66,17 @@ def test_the_installed_modules_run_from_the_installed_copy(installed: dict[str, 
     """lab_info and lab_host from the installed collection, with a lab named twice: the
     shared check in module_utils fails those two entries alone, and the third lab is looked
     up in EC2 (lab_info), or found to have nothing to remove (lab_host)."""
-    env = {**installed["env"], **cloud.env()}
+    env = {**installed["env"], **cloud.env(),
+           "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"}
     labs = [{"lab": "dup"}, {"lab": "solo", "instance_types": ["g6.xlarge"]}, {"lab": "dup"}]
-    env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
-    done = run("ansible", "localhost", "-c", "local", "-m", "csdl.gpu_lab.lab_info",
-               "-a", json.dumps({"labs": labs}), cwd=installed["root"], env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+    def module(name: str, **args: Any) -> dict[str, Any]:
+        done = run("ansible", "localhost", "-c", "local", "-m", f"csdl.gpu_lab.{name}",
+                   "-a", json.dumps({"labs": labs, **args}), cwd=installed["root"], env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+    out = module("lab_info")
     assert out["labs"]["dup"] == {"failed": True, "msg": "Lab dup is named by 2 hosts of the play: "
                                                          "each lab needs its own name (gpu_lab_name)."}
     solo = out["labs"]["solo"]
@@ -84,10 +85,8 @@ def test_the_installed_modules_run_from_the_installed_copy(installed: dict[str, 
 
     # lab_host's teardown of the same three: the two named alike fail with nothing removed
     # (the shape teardown.yml reports from), the third had nothing to remove.
-    done = run("ansible", "localhost", "-c", "local", "-m", "csdl.gpu_lab.lab_host",
-               "-a", json.dumps({"state": "absent", "labs": labs}), cwd=installed["root"], env=env)
-    out = json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    assert done.returncode == 0 and not out["changed"], done.stdout + done.stderr
+    out = module("lab_host", state="absent")
+    assert not out["changed"], out
     nothing = {"addresses": [], "instances": [], "security_group": "", "key_pair": "", "orphans": []}
     assert out["labs"]["dup"]["failed"] and out["labs"]["dup"]["removed"] == nothing
     assert "named by 2 hosts" in out["labs"]["dup"]["msg"]
