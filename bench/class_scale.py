@@ -27,7 +27,9 @@ from tests.harness.emulator import Emulator  # noqa: E402
 from tests.playbook import REPO, recaps, run_playbook  # noqa: E402
 
 CLASS = "bench"
-EXTRA = {"gpu_lab_ssh_cidr": "198.51.100.0/24", "gpu_lab_wait_for_ssh": "false", "gpu_lab_confirm_teardown": CLASS}
+EXTRA = {"gpu_lab_ssh_cidr": "198.51.100.0/24", "gpu_lab_wait_for_ssh": "false", "gpu_lab_confirm_teardown": CLASS,
+         # The AWS half only: no host was set up to look at for unsaved work.
+         "gpu_lab_force_teardown": "true"}
 
 
 def make_class(root: Path, size: int, keys: list[str]) -> Path:

@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.harness.emulator import Emulator  # noqa: E402
 from tests.playbook import REPO, recap, run_playbook  # noqa: E402
 
-LAB = {"gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false", "gpu_lab_confirm_teardown": "csdl"}
+LAB = {"gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false", "gpu_lab_confirm_teardown": "csdl",
+       # The AWS half only: no host was set up to look at for unsaved work.
+       "gpu_lab_force_teardown": "true"}
 STEPS = ["launch (cold)", "launch (re-run)", "stop", "start", "teardown",
          "yardstick (cold)", "yardstick (re-run)"]
 

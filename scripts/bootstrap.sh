@@ -95,4 +95,6 @@ if [[ "$(readlink "$link" 2>/dev/null)" != "../../../.." ]]; then
 fi
 
 install_system_packages
-say "ready: $("$venv/bin/ansible" --version | head -1)"
+# Not `ansible --version | head -1`: Ansible writes after head has exited and dies with a
+# BrokenPipeError traceback. The version from the package itself, in the same words.
+say "ready: $("$venv/bin/python" -c 'from ansible.release import __version__; print(f"ansible [core {__version__}]")')"

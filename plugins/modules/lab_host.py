@@ -35,6 +35,28 @@ description:
     the instances (terminated, waited for), then the security group (retried while AWS still
     counts the terminated instance's network interface), then the key pair; then the
     O(orphans). A class is one call (the labs side by side, one set of clients per region).
+  - With O(modify), changes a lab that exists as M(csdl.gpu_lab.lab_info)'s
+    RV(csdl.gpu_lab.lab_info#module:drift) says it may - grows the root volume (any state; a
+    smaller size is refused), and changes the instance type only while the instance is stopped,
+    before starting it (refused while it runs) - and says in RV(notes) what it changed and how
+    to go back.
+  - A new instance is tagged C(gpu_lab:instance_type) with the type asked for (the first of
+    O(instance_types)) unless O(instance_tags) sets that tag, so the lab's setting can be told
+    from a fallback type it runs after a capacity failover.
+  - When a lab fails after this call launched or started its instance, or allocated its address,
+    the failure's message ends with what is left and that it bills (which instance runs, of
+    which type and zone, billed by the hour until stopped, and whether it has its Elastic IP yet)
+    and what to run next, and RV(left) has the same as data.
+  - Supports check mode - then it makes no call that changes anything (only the read of a root
+    volume's size for O(modify)), and returns for each lab what it would do, in RV(planned),
+    with RV(changed) true when that is anything.
+  - Bounded waits - every AWS call has a 10 s connect and a 30 s read timeout, and a call that
+    timed out is tried twice at most (RunInstances and the other creating calls, once), so an
+    endpoint that accepts connections and never answers fails the lab after at most
+    2 x (10 + 30) s of silence (about a minute, plus a second or two of backoff), with one
+    sentence naming the endpoint. The environment variables E(GPU_LAB_AWS_CONNECT_TIMEOUT) and
+    E(GPU_LAB_AWS_READ_TIMEOUT) (seconds, up to 300) change the two timeouts; O(aws_config) still
+    overrides them. How long an instance may take to run, or to be gone, is O(wait_timeout).
 author: gpu_lab developers
 options:
   state:
@@ -56,7 +78,7 @@ options:
         O(instance), O(addresses), O(instance_types), O(zones), O(image_id),
         O(root_device_name), O(volume_size), O(key_name), O(key_pair), O(user_data),
         O(security_group_id), O(security_group), O(tags), O(instance_tags), O(wait_timeout),
-        O(instances), O(orphans)), and C(region) (default O(region)).
+        O(instances), O(orphans), O(modify)), and C(region) (default O(region)).
     type: list
     elements: dict
     version_added: 0.3.0
@@ -169,9 +191,32 @@ options:
     type: dict
     default: {}
   instance_tags:
-    description: Further tags of a new instance and its volume (settings the lab records there).
+    description:
+      - Further tags of a new instance and its volume (settings the lab records there).
+      - A new instance also gets C(gpu_lab:instance_type) (the first of O(instance_types)) when this
+        does not set it.
     type: dict
     default: {}
+  modify:
+    description:
+      - Changes to the lab's existing instance (O(instance)), as M(csdl.gpu_lab.lab_info)'s
+        RV(csdl.gpu_lab.lab_info#module:drift.apply) gives them. Ignored for a new instance
+        (O(instance_types) and O(volume_size) apply at launch).
+    type: dict
+    version_added: 0.3.0
+    suboptions:
+      instance_type:
+        description:
+          - The type to run. Changed (ModifyInstanceAttribute) only while the instance is stopped
+            (one stopping is waited for), before it is started, and recorded in its
+            C(gpu_lab:instance_type) tag; a running instance of another type fails the lab with
+            what to do. When it already runs that type, only the tag is set.
+        type: str
+      volume_size:
+        description:
+          - The root volume's new size in GiB (ModifyVolume, in any state; gp3 grows online). The
+            same size changes nothing; a smaller one fails the lab (a volume cannot shrink).
+        type: int
   wait_timeout:
     description:
       - Seconds to wait for the instance to run.
@@ -216,7 +261,7 @@ RETURN = r"""
 labs:
   description:
     - With O(labs), each lab's result by lab name, with the keys below and C(changed) (or
-      C(failed), C(msg) and C(attempts)).
+      C(failed), C(msg), C(attempts) and, with O(state=present), C(left) and C(notes)).
     - Without it, the keys below are returned at the top level.
   returned: with O(labs)
   type: dict
@@ -246,13 +291,46 @@ removed:
   type: dict
   version_added: 0.3.0
 launched:
-  description: Whether a new instance was launched.
+  description: Whether a new instance was launched (false in check mode - see RV(planned)).
   returned: success
   type: bool
 started:
-  description: Whether a stopped instance was started.
+  description: Whether a stopped instance was started (false in check mode - see RV(planned)).
   returned: success
   type: bool
+notes:
+  description:
+    - With O(modify), one sentence per change made to the existing instance, saying how to go
+      back (or that it cannot be undone). Empty otherwise.
+  returned: with O(state=present)
+  type: list
+  elements: str
+  version_added: 0.3.0
+  sample: ["Changed the type of i-0abc from g5.xlarge to g6.xlarge while it was stopped; to go back, run
+            stop.yml, set gpu_lab_instance_type back to g5.xlarge, then launch.yml."]
+planned:
+  description:
+    - In check mode, what the lab's run would do, one plain sentence each, in order (C(import key
+      pair csdl-server), C(create security group csdl-ssh), C(launch g6.xlarge in the first zone that
+      has capacity (candidates - g6.xlarge, g5.xlarge)), C(start i-0abc), C(allocate and associate
+      an Elastic IP); with O(state=absent) C(release 203.0.113.5), C(terminate i-0abc), C(delete
+      security group sg-0abc), C(delete key pair csdl-server)). Nothing was changed; RV(instance)
+      and RV(address) are what exists now (C({}) for a lab without an instance), and RV(removed)
+      stays empty.
+  returned: in check mode
+  type: list
+  elements: str
+  version_added: 0.3.0
+left:
+  description:
+    - When a lab fails with O(state=present), what this call left behind that bills -
+      C(instance) (id, type, zone, state) when it launched or started one, or allocated an
+      address for it; C(address) (public_ip, allocation_id, associated). Empty dicts when
+      nothing was left. The message says the same in words.
+  returned: when a lab fails with O(state=present)
+  type: dict
+  version_added: 0.3.0
+  sample: {instance: {id: i-0abc, type: g6.xlarge, zone: us-east-1a, state: running}, address: {}}
 """
 
 import hashlib
@@ -262,13 +340,26 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 try:
-    import botocore.config
     import botocore.exceptions
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.csdl.gpu_lab.plugins.module_utils.drift import (
+    RECORDED_TYPE_TAG,
+    TYPE_CHANGES_IN,
+    recorded_type,
+    shrink_refusal,
+    type_refusal,
+)
 from ansible_collections.csdl.gpu_lab.plugins.module_utils.labs import check_labs
+from ansible_collections.csdl.gpu_lab.plugins.module_utils.timeouts import (
+    bounded,
+    client_config,
+    is_timeout,
+    timeout_message,
+    timeouts,
+)
 
 # No capacity for this type in this zone: try the next zone.
 CAPACITY_CODES = {"InsufficientInstanceCapacity", "InsufficientCapacity", "Unsupported",
@@ -302,6 +393,18 @@ class LabFailure(Exception):
         self.msg = msg
 
 
+def _failure_of(e: Exception, what: str) -> LabFailure:
+    """A LabFailure for an AWS error that ended a lab's work: a silent endpoint in the one
+    sentence that says so, anything else as what was being done and AWS's words."""
+    if isinstance(e, LabFailure):
+        return e
+    if is_timeout(e):
+        return LabFailure(timeout_message(e))
+    if isinstance(e, botocore.exceptions.WaiterError):
+        return LabFailure(f"The instance did not stop: {e}")
+    return LabFailure(f"{what}: {e}")
+
+
 class Region:
     """The clients of one region, shared by every lab launched there (boto3 clients are
     thread-safe), and what the region offers, asked once for all of them."""
@@ -312,10 +415,11 @@ class Region:
         # Capacity errors come back as HTTP 500, which botocore would retry with backoff: the
         # launch calls go through a client that never retries, and `_call` retries only what
         # is transient (throttling, internal errors), so a capacity error moves on at once.
-        self.ec2 = module.client("ec2", config=botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=50), **where)
-        self.launcher = module.client("ec2", config=botocore.config.Config(
-            retries={"total_max_attempts": 1}, max_pool_connections=50), **where)
+        # Both give up on a silent endpoint within the bound of timeouts.py.
+        self.ec2 = bounded(module.client("ec2", config=client_config(
+            retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=50), **where))
+        self.launcher = bounded(module.client("ec2", config=client_config(
+            retries={"total_max_attempts": 1}, max_pool_connections=50), **where))
         self._offers: dict[tuple[str, ...], Any] = {}
         self._lock = threading.Lock()
 
@@ -341,7 +445,7 @@ class Region:
 
 
 class LabHost:
-    def __init__(self, params: dict[str, Any], region: Region) -> None:
+    def __init__(self, params: dict[str, Any], region: Region, check_mode: bool = False) -> None:
         self.p = params
         self.region = region
         self.ec2 = region.ec2
@@ -349,6 +453,14 @@ class LabHost:
         self.attempts: list[dict[str, Any]] = []
         self.tags = dict(self.p["tags"])
         self.created_group = ""
+        # In check mode the changing steps only say what they would do, in `planned`.
+        self.check_mode = check_mode
+        self.planned: list[str] = []
+        self.notes: list[str] = []  # what O(modify) changed, and how to go back
+        # What exists now that this call launched, started or allocated: said when it fails.
+        self.instance_now: dict[str, str] = {}
+        self.address_now: dict[str, Any] = {}
+        self.allocated = False
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
         delay = 0.5
@@ -368,6 +480,10 @@ class LabHost:
         return hashlib.sha256(seed.encode()).hexdigest()[:64]
 
     def _run(self, instance_type: str, zone: str, subnet_id: str) -> dict[str, Any]:
+        # The type asked for (the setting) goes on the instance beside what the caller records:
+        # after a failover it runs another type, and a changed setting is told from that by
+        # this tag (module_utils/drift.py). The caller's own value of the tag wins.
+        recorded = {**self.tags, **self.p["instance_tags"], "Name": f"{self.p['lab']}-server"}
         spec = {
             "ImageId": self.p["image_id"],
             "InstanceType": instance_type,
@@ -384,10 +500,9 @@ class LabHost:
                                      "Ebs": {"VolumeSize": self.p["volume_size"], "VolumeType": "gp3",
                                              "Encrypted": True, "DeleteOnTermination": True}}],
             "TagSpecifications": [
-                {"ResourceType": kind, "Tags": [{"Key": k, "Value": str(v)} for k, v in
-                                                {**self.tags, **self.p["instance_tags"],
-                                                 "Name": f"{self.p['lab']}-server"}.items()]}
-                for kind in ("instance", "volume")
+                {"ResourceType": kind, "Tags": [{"Key": k, "Value": str(v)} for k, v in tags.items()]}
+                for kind, tags in (("instance", {RECORDED_TYPE_TAG: self.p["instance_types"][0], **recorded}),
+                                   ("volume", recorded))
             ],
         }
         salt = ""
@@ -436,13 +551,29 @@ class LabHost:
             if _code(e) != "InvalidKeyPair.Duplicate":
                 raise
 
-    def launch(self) -> dict[str, Any]:
+    def check_launch(self) -> None:
         p = self.p
         missing = [k for k in ("image_id", "key_name") if not p[k]]
         if not (p["security_group_id"] or p["security_group"]):
             missing.append("security_group_id or security_group")
         if missing or not p["instance_types"]:
             raise LabFailure(f"To launch, lab_host needs {', '.join(missing) or 'instance_types'}.")
+
+    def plan_launch(self) -> None:
+        """Check mode: what launch() would do, without a call."""
+        self.check_launch()
+        p = self.p
+        if p["key_pair"]:
+            self.planned.append(f"import key pair {p['key_pair']['name']}")
+        if not p["security_group_id"]:
+            self.planned.append(f"create security group {p['security_group']['name']}")
+        zones = f"; zones: {', '.join(p['zones'])}" if p["zones"] else ""
+        self.planned.append(f"launch {p['instance_types'][0]} in the first zone that has capacity "
+                            f"(candidates: {', '.join(p['instance_types'])}{zones})")
+
+    def launch(self) -> dict[str, Any]:
+        p = self.p
+        self.check_launch()
         if p["key_pair"]:
             self.key_pair()
         offered, subnets = self.region.where(p["instance_types"])
@@ -476,6 +607,8 @@ class LabHost:
                     continue
                 self.attempts.append({"type": instance_type, "zone": zone, "outcome": "launched",
                                       "code": "", "message": ""})
+                self.instance_now = {"id": instance["InstanceId"], "type": instance_type, "zone": zone,
+                                     "state": instance["State"]["Name"]}
                 return instance
         if self.created_group:  # nothing of this failed launch stays behind
             try:
@@ -510,6 +643,72 @@ class LabHost:
             raise LabFailure(f"Could not start {instance['id']}: {e}") from e
         self.attempts.append({"type": instance["type"], "zone": instance["zone"], "outcome": "started",
                               "code": "", "message": ""})
+        self.instance_now = {"id": instance["id"], "type": instance["type"], "zone": instance["zone"],
+                             "state": "pending"}
+
+    # --- changed settings (O(modify)), on an instance that exists
+    def grow_volume(self, known: dict[str, Any], size: int) -> None:
+        """Grows the root volume to size GiB (gp3 grows online, in any state); the same size
+        changes nothing, a smaller one is refused (AWS cannot shrink a volume)."""
+        volume_id = known.get("root_volume_id") or self._root_volume_id(known["id"])
+        if not volume_id:
+            raise LabFailure(f"Could not find the root volume of {known['id']} to grow it to {size} GiB.")
+        current = int(self.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["Size"])
+        if size < current:
+            raise LabFailure(shrink_refusal(self.p["lab"], current, size))
+        if size == current:
+            return
+        if self.check_mode:
+            self.planned.append(f"grow the disk {volume_id} of {known['id']} from {current} to {size} GiB")
+            return
+        try:
+            self._call("modify_volume", VolumeId=volume_id, Size=size)
+        except botocore.exceptions.ClientError as e:  # such as one change per volume every 6 hours
+            raise LabFailure(f"Could not grow the disk {volume_id} of {known['id']} from {current} to "
+                             f"{size} GiB: {e}") from e
+        self.notes.append(f"Grew the disk {volume_id} of {known['id']} from {current} to {size} GiB; a volume "
+                          "cannot shrink back (a smaller disk means a new lab: teardown.yml, then launch.yml), and "
+                          "AWS allows one change of a volume every 6 hours.")
+
+    def _root_volume_id(self, instance_id: str) -> str:
+        """For a caller that passes an instance without RV(csdl.gpu_lab.lab_info#module:instance.root_volume_id)."""
+        found = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+        root = found.get("RootDeviceName", "")
+        return next((m["Ebs"]["VolumeId"] for m in found.get("BlockDeviceMappings", [])
+                     if "Ebs" in m and m.get("DeviceName") == root), "")
+
+    def change_type(self, known: dict[str, Any], wanted: str) -> dict[str, Any]:
+        """The instance with the type wanted: changed while it is stopped (refused while it
+        runs), and recorded in its tag; the instance as it is now (its new type)."""
+        lab, recorded = self.p["lab"], recorded_type(known)
+        if known["type"] == wanted:
+            if recorded != wanted:  # it already runs it (a fallback): only the record changes
+                self._record_type(known, wanted)
+                if not self.check_mode:
+                    self.notes.append(f"Lab {lab} runs {wanted} already: recorded it as the type asked for (it was "
+                                      f"{recorded}).")
+            return known
+        if known["state"] not in TYPE_CHANGES_IN:
+            raise LabFailure(type_refusal(lab, known["type"], recorded, wanted))
+        if self.check_mode:
+            self.planned.append(f"change the type of {known['id']} from {known['type']} to {wanted}")
+        else:
+            try:
+                self._call("modify_instance_attribute", InstanceId=known["id"], InstanceType={"Value": wanted})
+            except botocore.exceptions.ClientError as e:
+                raise LabFailure(f"Could not change the type of {known['id']} from {known['type']} to {wanted} "
+                                 f"(it stays stopped, unchanged): {e}") from e
+            self.notes.append(f"Changed the type of {known['id']} from {known['type']} to {wanted} while it was "
+                              f"stopped; to go back, run stop.yml, set gpu_lab_instance_type back to {recorded}, "
+                              "then launch.yml.")
+        self._record_type(known, wanted)
+        return {**known, "type": wanted, "tags": {**(known.get("tags") or {}), RECORDED_TYPE_TAG: wanted}}
+
+    def _record_type(self, known: dict[str, Any], wanted: str) -> None:
+        if self.check_mode:
+            self.planned.append(f"tag {known['id']} {RECORDED_TYPE_TAG}={wanted}")
+            return
+        self._call("create_tags", Resources=[known["id"]], Tags=[{"Key": RECORDED_TYPE_TAG, "Value": wanted}])
 
     def wait_running(self, instance_id: str) -> dict[str, Any]:
         deadline = time.monotonic() + self.p["wait_timeout"]
@@ -523,9 +722,12 @@ class LabHost:
                 found = []
             instance = found[0]["Instances"][0] if found else {}
             state = instance.get("State", {}).get("Name", "")
+            if self.instance_now and state:
+                self.instance_now["state"] = state
             if state == "running":
                 return instance
             if state in ("shutting-down", "terminated"):
+                self.instance_now = {}  # nothing left running: the failure says only why
                 reason = instance.get("StateReason", {}).get("Message", state)
                 raise LabFailure(f"The instance {instance_id} ended while starting: {reason}")
             if time.monotonic() > deadline:
@@ -537,22 +739,46 @@ class LabHost:
     # --- address
     def associate(self, instance_id: str) -> tuple[dict[str, str], bool]:
         addresses = self.p["addresses"]
-        mine = [a for a in addresses if a.get("instance_id") == instance_id]
+        # No id: check mode's new instance, which no address can be at yet.
+        mine = [a for a in addresses if a.get("instance_id") == instance_id] if instance_id else []
         if mine:
             return {"public_ip": mine[0]["public_ip"], "allocation_id": mine[0]["allocation_id"]}, False
         # One address per lab: an address left by an interrupted launch is reused.
         free = [a for a in addresses if not a.get("association_id")] or addresses
         if free:
             address = {"public_ip": free[0]["public_ip"], "allocation_id": free[0]["allocation_id"]}
+            if self.check_mode:
+                self.planned.append(f"associate the Elastic IP {address['public_ip']} with {instance_id or 'it'}")
+                return {}, True
             self._call("associate_address", AllocationId=address["allocation_id"], InstanceId=instance_id,
                        AllowReassociation=True)
+            self.address_now = {**address, "associated": True}
             return address, True
+        if self.check_mode:
+            self.planned.append("allocate and associate an Elastic IP")
+            return {}, True
         tags = [{"Key": k, "Value": str(v)} for k, v in {**self.tags, "Name": f"{self.p['lab']}-eip"}.items()]
         answer = self._call("allocate_address", Domain="vpc",
                             TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": tags}])
+        self.allocated = True
+        self.address_now = {"public_ip": answer.get("PublicIp", ""), "allocation_id": answer["AllocationId"],
+                            "associated": False}
         self._call("associate_address", AllocationId=answer["AllocationId"], InstanceId=instance_id,
                    AllowReassociation=True)
-        return self._one_address(instance_id), True
+        self.address_now["associated"] = True
+        address = self._one_address(instance_id)
+        self.address_now = {**address, "associated": True}
+        return address, True
+
+    def left(self, launched: bool, started: bool) -> dict[str, dict[str, Any]]:
+        """What this call launched, started or allocated that exists now (and bills)."""
+        if not (launched or started or self.allocated):
+            return {"instance": {}, "address": {}}
+        instance = dict(self.instance_now)
+        if not instance and self.allocated and self.p["instance"]:  # running before: its address is new
+            known = self.p["instance"]
+            instance = {k: known.get(k, "") for k in ("id", "type", "zone", "state")}
+        return {"instance": instance, "address": dict(self.address_now)}
 
     def _one_address(self, instance_id: str) -> dict[str, str]:
         """One address per lab. Launches racing each other may each allocate one: every one of
@@ -728,14 +954,20 @@ LAB_OPTIONS: dict[str, Any] = {
     "tags": {"type": "dict", "default": {}},
     "instance_tags": {"type": "dict", "default": {}},
     "wait_timeout": {"type": "int", "default": 600},
+    "modify": {"type": "dict", "options": {
+        "instance_type": {"type": "str"},
+        "volume_size": {"type": "int"},
+    }},
 }
 
 
 def converge(params: dict[str, Any], region: Region) -> dict[str, Any]:
-    """Brings one lab's instance to running at its address; raises LabFailure (with the
-    attempts made so far in .attempts) when it cannot."""
+    """Brings one lab's instance to running at its address (with the changes O(modify) asks
+    for first); raises LabFailure (with the attempts made so far in .attempts, what it left
+    that bills in .left and the changes made in .notes) when it cannot."""
     host = LabHost(params, region)
     known = params["instance"] or {}
+    modify = params["modify"] or {}
     launched = started = False
     try:
         if not known:
@@ -743,27 +975,116 @@ def converge(params: dict[str, Any], region: Region) -> dict[str, Any]:
             launched = True
         else:
             instance_id = known["id"]
+            # An address stays with a stopped instance: if this run fails, it still has it.
+            mine = [a for a in params["addresses"] if a.get("instance_id") == instance_id]
+            if mine:
+                host.address_now = {"public_ip": mine[0]["public_ip"], "allocation_id": mine[0]["allocation_id"],
+                                    "associated": True}
+            if modify.get("volume_size"):
+                host.grow_volume(known, modify["volume_size"])
             if known["state"] in ("stopped", "stopping"):
                 if known["state"] == "stopping":
                     host.ec2.get_waiter("instance_stopped").wait(InstanceIds=[instance_id])
+                if modify.get("instance_type"):
+                    known = host.change_type({**known, "state": "stopped"}, modify["instance_type"])
                 host.start(known)
                 started = True
+            elif modify.get("instance_type"):
+                host.change_type(known, modify["instance_type"])  # refused unless it runs that type
         instance = host.wait_running(instance_id)
         address, associated = host.associate(instance_id)
-    except LabFailure as e:
-        e.attempts = host.attempts  # type: ignore[attr-defined]
-        raise
-    except botocore.exceptions.ClientError as e:
-        failure = LabFailure(f"Could not run the lab's instance: {e}")
+    except (LabFailure, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        failure = _failure_of(e, "Could not run the lab's instance")
         failure.attempts = host.attempts  # type: ignore[attr-defined]
-        raise failure from e
-    except botocore.exceptions.WaiterError as e:
-        failure = LabFailure(f"The instance did not stop: {e}")
-        failure.attempts = host.attempts  # type: ignore[attr-defined]
-        raise failure from e
-    return {"changed": launched or started or associated, "instance": _summary(instance), "address": address,
-            "attempts": host.attempts, "launched": launched, "started": started,
-            "security_group_id": params["security_group_id"] or ""}
+        failure.notes = host.notes  # type: ignore[attr-defined]
+        failure.left = host.left(launched, started)  # type: ignore[attr-defined]
+        # Then what it changed before failing, and last what is left that bills.
+        said = " ".join([*host.notes, left_sentence(failure.left, launched, started)]).strip()  # type: ignore[attr-defined]
+        if said:
+            failure.msg = f"{failure.msg.rstrip()} {said}"
+        raise failure from (None if e is failure else e)
+    return {"changed": launched or started or associated or bool(host.notes), "instance": _summary(instance),
+            "address": address, "attempts": host.attempts, "launched": launched, "started": started,
+            "security_group_id": params["security_group_id"] or "", "notes": host.notes}
+
+
+def left_sentence(left: dict[str, dict[str, Any]], launched: bool, started: bool) -> str:
+    """What a failed run left that bills, and what to run next: the end of its message."""
+    instance, address = left["instance"], left["address"]
+    if not instance and not address:
+        return ""
+    if instance:
+        state = {"pending": "starting"}.get(instance.get("state", ""), instance.get("state") or "running")
+        at = f" at Elastic IP {address['public_ip']}" if address.get("associated") else ""
+        said = (f"Left {state}: {instance['id']} ({instance['type']}, {instance['zone']}){at}, billed by the hour "
+                "until stopped")
+        if not address:
+            said += "; no Elastic IP yet."
+        elif not address.get("associated"):
+            said += f"; its Elastic IP {address['public_ip']} (billed by the hour too) is not associated with it yet."
+        else:
+            said += "."
+    else:
+        said = f"Left: the Elastic IP {address['public_ip']}, billed by the hour until released."
+    if launched:
+        return f"{said} Run launch.yml again to finish (it reuses the instance), or teardown.yml to remove it."
+    if started:
+        return f"{said} Run start.yml again to finish, or stop.yml to stop it."
+    return f"{said} Run launch.yml again to finish (it reuses the address), or teardown.yml to remove the lab."
+
+
+def plan(params: dict[str, Any], region: Region) -> dict[str, Any]:
+    """Check mode, O(state=present): what converge() would do, in plain sentences, with no
+    call that changes anything (a root volume's size is read for O(modify)); raises
+    LabFailure where converge() would fail before changing anything."""
+    host = LabHost(params, region, check_mode=True)
+    known = params["instance"] or {}
+    modify = params["modify"] or {}
+    address: dict[str, str] = {}
+    try:
+        if not known:
+            host.plan_launch()
+            host.associate("")
+        else:
+            instance_id = known["id"]
+            if modify.get("volume_size"):
+                host.grow_volume(known, modify["volume_size"])
+            if known["state"] in ("stopped", "stopping"):
+                if known["state"] == "stopping":
+                    host.planned.append(f"wait for {instance_id} to stop")
+                if modify.get("instance_type"):
+                    host.change_type({**known, "state": "stopped"}, modify["instance_type"])
+                host.planned.append(f"start {instance_id}")
+            elif modify.get("instance_type"):
+                host.change_type(known, modify["instance_type"])
+            address, _ = host.associate(instance_id)
+    except (LabFailure, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        failure = _failure_of(e, "Could not plan the lab's run")
+        failure.attempts = []  # type: ignore[attr-defined]
+        raise failure from (None if e is failure else e)
+    summary = {k: known.get(k, "") for k in ("id", "state", "type", "zone", "image", "launch_time")} if known else {}
+    return {"changed": bool(host.planned), "instance": summary, "address": address, "attempts": [],
+            "launched": False, "started": False, "security_group_id": params["security_group_id"] or "",
+            "notes": [], "planned": host.planned}
+
+
+def plan_removal(params: dict[str, Any], region: Region) -> dict[str, Any]:
+    """Check mode, O(state=absent): what remove() would remove, in its order; nothing removed."""
+    planned = [f"release {a['public_ip']}" for a in params["addresses"]]
+    planned += [f"terminate {i['id']}" for i in params["instances"]]
+    if params["security_group_id"]:
+        planned.append(f"delete security group {params['security_group_id']}")
+    if params["key_name"]:
+        planned.append(f"delete key pair {params['key_name']}")
+    for orphan in params["orphans"]:
+        kind = orphan.get("kind")
+        if kind not in ("elastic_ip", "security_group", "key_pair"):
+            failure = LabFailure(f"Unknown kind of left-over resource: {orphan!r}")
+            failure.removed = nothing_removed()  # type: ignore[attr-defined]
+            raise failure
+        what = orphan.get("summary") or f"{kind} {orphan.get('detail', '')}"
+        planned.append(f"remove the left-over {what}")
+    return {"changed": bool(planned), "removed": nothing_removed(), "attempts": [], "planned": planned}
 
 
 def remove(params: dict[str, Any], region: Region) -> dict[str, Any]:
@@ -775,8 +1096,8 @@ def remove(params: dict[str, Any], region: Region) -> dict[str, Any]:
     except LabFailure as e:
         e.removed = removal.removed  # type: ignore[attr-defined]
         raise
-    except botocore.exceptions.ClientError as e:
-        failure = LabFailure(f"Could not remove lab {params['lab']}: {e}")
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        failure = _failure_of(e, f"Could not remove lab {params['lab']}")
         failure.removed = removal.removed  # type: ignore[attr-defined]
         raise failure from e
 
@@ -800,18 +1121,30 @@ def _orphans_once(labs: list[dict[str, Any]]) -> None:
 
 def _failed(e: LabFailure, state: str) -> dict[str, Any]:
     """One lab's part of the answer when it failed: with O(state=absent), what was removed
-    before (nothing, for a lab that failed its check)."""
+    before (nothing, for a lab that failed its check); else what it left that bills and the
+    changes it made (a lab that launched an instance and then failed did change something)."""
     failed = {"failed": True, "changed": False, "msg": e.msg, "attempts": getattr(e, "attempts", [])}
     if state == "absent":
         removed = getattr(e, "removed", None) or nothing_removed()
         failed.update(removed=removed, changed=any(removed.values()))
+    else:
+        left = getattr(e, "left", None) or {"instance": {}, "address": {}}
+        notes = getattr(e, "notes", None) or []
+        failed.update(left=left, notes=notes, changed=bool(left["instance"] or left["address"] or notes))
     return failed
 
 
+def _act(state: str, check_mode: bool) -> Any:
+    if state == "absent":
+        return plan_removal if check_mode else remove
+    return plan if check_mode else converge
+
+
 def converge_labs(module: AnsibleAWSModule, given: list[dict[str, Any]],
-                  state: str = "present") -> dict[str, dict[str, Any]]:
-    """Every lab of O(labs) side by side (brought up, or removed with O(state=absent)),
-    sharing one set of clients per region. One lab's failure is its own: the others go on."""
+                  state: str = "present", check_mode: bool = False) -> dict[str, dict[str, Any]]:
+    """Every lab of O(labs) side by side (brought up, or removed with O(state=absent); in
+    check mode, only planned), sharing one set of clients per region. One lab's failure is
+    its own: the others go on."""
     todo, invalid = check_labs(given, LAB_OPTIONS)
     result = {name: _failed(LabFailure(msg), state) for name, msg in invalid.items()}
     if state == "absent":
@@ -822,9 +1155,10 @@ def converge_labs(module: AnsibleAWSModule, given: list[dict[str, Any]],
         if key not in regions:
             regions[key] = Region(module, lab["region"])
 
+    act = _act(state, check_mode)
+
     def one(lab: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         try:
-            act = remove if state == "absent" else converge
             return lab["lab"], act(lab, regions[lab["region"] or ""])
         except LabFailure as e:
             return lab["lab"], _failed(e, state)
@@ -844,18 +1178,22 @@ def main() -> None:
         },
         required_one_of=[["lab", "labs"]],
         mutually_exclusive=[["lab", "labs"]],
-        supports_check_mode=False,
+        supports_check_mode=True,
     )
+    try:
+        timeouts()  # a bad GPU_LAB_AWS_*_TIMEOUT is said once, before any call
+    except ValueError as e:
+        module.fail_json(msg=str(e))
     state = module.params["state"]
     if module.params["labs"] is not None:
-        labs = converge_labs(module, module.params["labs"], state)
+        labs = converge_labs(module, module.params["labs"], state, module.check_mode)
         module.exit_json(changed=any(r.get("changed") for r in labs.values()), labs=labs)
     params = {k: module.params.get(k) for k in LAB_OPTIONS}
     try:
-        result = (remove if state == "absent" else converge)(params, Region(module, None))
+        result = _act(state, module.check_mode)(params, Region(module, None))
     except LabFailure as e:
-        module.fail_json(msg=e.msg, attempts=getattr(e, "attempts", []), **(
-            {"removed": getattr(e, "removed", {})} if state == "absent" else {}))
+        failed = _failed(e, state)
+        module.fail_json(**{k: v for k, v in failed.items() if k != "failed"})
     module.exit_json(**result)
 
 

@@ -20,6 +20,18 @@ description:
     per region for all of them (filters with many values), regions side by side, and each
     lab's findings come back under RV(labs). A lab that cannot be read gets C(failed) and
     C(msg) there; the module itself does not fail.
+  - With O(wanted), compares the lab's current settings with its instance (RV(drift)) - what
+    M(csdl.gpu_lab.lab_host) can apply (its O(csdl.gpu_lab.lab_host#module:modify)) and what it
+    must refuse - so a changed setting is never silently ignored.
+  - With O(other_regions), also looks for the lab's instances in those regions (RV(elsewhere)),
+    one call per extra region for all the labs that ask.
+  - Bounded waits - every AWS call has a 10 s connect and a 30 s read timeout, and a call that
+    timed out is tried twice at most, so an endpoint that accepts connections and never answers
+    fails the lookup in about a minute (at most 2 x (10 + 30) s, plus a second or two of
+    backoff) with one sentence naming the endpoint. The environment variables
+    E(GPU_LAB_AWS_CONNECT_TIMEOUT) and E(GPU_LAB_AWS_READ_TIMEOUT) (seconds, up to 300) change the
+    two timeouts (the bound is then 2 x their sum); O(aws_config) still overrides them.
+  - Supports check mode - it never changes anything, and the answer is the same.
 author: gpu_lab developers
 options:
   lab:
@@ -30,7 +42,8 @@ options:
   labs:
     description:
       - Many labs at once. Each element takes O(lab) (required), O(key_name),
-        O(security_group_name), O(instance_types), O(image) and C(region) (default O(region)).
+        O(security_group_name), O(instance_types), O(image), O(wanted), O(other_regions) and
+        C(region) (default O(region)).
       - O(volumes) and O(orphans) apply to every lab.
     type: list
     elements: dict
@@ -74,6 +87,31 @@ options:
         type: list
         elements: str
         default: [amazon]
+  wanted:
+    description:
+      - The lab's current settings, compared with its instance when it has one (RV(drift)).
+      - With O(wanted.volume_size), the instance's root volume is described (one call per region
+        for all the labs that give it, the same call as O(volumes)).
+    type: dict
+    version_added: 0.3.0
+    suboptions:
+      instance_type:
+        description:
+          - The instance type set now. Compared with the type the lab asked for at launch (the
+            instance's C(gpu_lab:instance_type) tag; without that tag, the type it runs), not with
+            the type it runs, which may be a fallback.
+        type: str
+      volume_size:
+        description: The root volume size set now, in GiB.
+        type: int
+  other_regions:
+    description:
+      - Regions where the lab's live instances (by its C(gpu_lab:lab) tag) are also looked for,
+        such as where it was launched before (RV(elsewhere)). Its own region is left out.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.3.0
   volumes:
     description: Also describe the lab instance's EBS volumes (size, type), for the cost view.
     type: bool
@@ -109,10 +147,14 @@ labs:
   returned: with O(labs)
   type: dict
 instance:
-  description: The lab's live instance (pending, running, stopping or stopped), or an empty dict.
+  description:
+    - The lab's live instance (pending, running, stopping or stopped), or an empty dict.
+    - Among its keys, C(root_device_name) and C(root_volume_id) (the EBS volume at the root
+      device, or empty) and C(tags) (C(gpu_lab:instance_type) there is the type asked for at launch).
   returned: always
   type: dict
-  sample: {id: i-0abc, state: running, type: g6.xlarge, zone: us-east-1a, public_ip: 203.0.113.5}
+  sample: {id: i-0abc, state: running, type: g6.xlarge, zone: us-east-1a, public_ip: 203.0.113.5,
+           root_device_name: /dev/sda1, root_volume_id: vol-0abc}
 instance_count:
   description: How many live instances carry the lab's tag (more than 1 means a duplicate).
   returned: always
@@ -136,15 +178,20 @@ key_pair:
   returned: always
   type: dict
 instance_types:
-  description: Each described instance type (name, exists, vcpus, gpus), in the order asked.
+  description:
+    - Each described instance type, in the order asked - C(name), C(exists), C(vcpus), C(gpus)
+      (text, for example 1 x NVIDIA L4 (22 GiB)), C(gpu_count) (the GPUs it has, 0 for none),
+      C(architectures) (what it runs, such as C([x86_64]); empty when it does not exist).
   returned: always
   type: list
   elements: dict
+  sample: [{name: g6.xlarge, exists: true, vcpus: 4, gpus: 1 x NVIDIA L4 (22 GiB), gpu_count: 1,
+            architectures: [x86_64]}]
 image:
   description:
     - With O(image) and no live instance, the image a new instance would use (image_id, name,
-      creation_date, root_device_name, root_size_gib, source = pinned, ssm or name), or an
-      empty dict when none was found.
+      creation_date, root_device_name, root_size_gib, architecture such as C(x86_64) or
+      C(arm64), source = pinned, ssm or name), or an empty dict when none was found.
   returned: always
   type: dict
 volumes:
@@ -157,6 +204,32 @@ orphans:
   returned: always
   type: list
   elements: dict
+drift:
+  description:
+    - With O(wanted) and a live instance, how the settings differ from the lab that exists;
+      empty lists and dict otherwise.
+    - C(apply) - what M(csdl.gpu_lab.lab_host) can change (pass it as its
+      O(csdl.gpu_lab.lab_host#module:modify)) - C(volume_size) (bigger than the root volume now;
+      gp3 grows online) and C(instance_type) (another type than asked for at launch, with the
+      instance stopped or stopping; or the type it already runs, when only the record changes).
+    - C(refuse) - one sentence per change AWS cannot make as things are (a smaller volume, another
+      type while the instance runs), saying what to do.
+    - C(notes) - what applying means beyond what lab_host reports in its
+      RV(csdl.gpu_lab.lab_host#module:notes) (the file system takes a grown disk at the next boot).
+  returned: always
+  type: dict
+  version_added: 0.3.0
+  sample: {apply: {volume_size: 200}, refuse: [], notes: ["Lab csdl's file system takes its disk's new size
+           (200 GiB, from 100) at the next boot, or at once with `sudo growpart` and `sudo resize2fs` ..."]}
+elsewhere:
+  description:
+    - With O(other_regions), each live instance of the lab found in those regions (C(region),
+      C(instance) with the keys of RV(instance)), oldest first in each region; empty when none.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 0.3.0
+  sample: [{region: us-west-2, instance: {id: i-0def, state: running, type: g6.xlarge}}]
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -169,7 +242,15 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
+from ansible_collections.csdl.gpu_lab.plugins.module_utils.drift import drift
 from ansible_collections.csdl.gpu_lab.plugins.module_utils.labs import check_labs
+from ansible_collections.csdl.gpu_lab.plugins.module_utils.timeouts import (
+    bounded,
+    client_config,
+    is_timeout,
+    timeout_message,
+    timeouts,
+)
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 MAX_FILTER_VALUES = 200  # EC2's limit per filter
@@ -210,6 +291,7 @@ def _instances(ec2: Any, labs: list[str]) -> dict[str, list[dict[str, Any]]]:
 
 
 def _instance_summary(i: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+    root = i.get("RootDeviceName", "")
     return {
         "id": i["InstanceId"],
         "state": i["State"]["Name"],
@@ -225,6 +307,10 @@ def _instance_summary(i: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]
         "security_groups": [g["GroupId"] for g in i.get("SecurityGroups") or
                             [g for n in i.get("NetworkInterfaces", [])[:1] for g in n.get("Groups", [])]],
         "root_volume_ids": [m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", []) if "Ebs" in m],
+        # The one volume a changed gpu_lab_volume_size is about (root_volume_ids lists them all).
+        "root_device_name": root,
+        "root_volume_id": next((m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", [])
+                                if "Ebs" in m and m.get("DeviceName") == root), ""),
         # "User initiated (2026-11-26 10:00:00 GMT)": when a stopped instance stopped.
         "state_reason": i.get("StateTransitionReason", ""),
         "tags": tags,
@@ -310,12 +396,16 @@ def _instance_types(ec2: Any, names: list[str]) -> list[dict[str, Any]]:
 
 def _type_summary(name: str, described: dict[str, Any] | None) -> dict[str, Any]:
     if not described:
-        return {"name": name, "exists": False, "vcpus": 0, "gpus": ""}
-    gpus = described.get("GpuInfo", {}).get("Gpus", [])
+        return {"name": name, "exists": False, "vcpus": 0, "gpus": "", "gpu_count": 0, "architectures": []}
+    gpus = (described.get("GpuInfo") or {}).get("Gpus", [])
     return {
         "name": name,
         "exists": True,
         "vcpus": described.get("VCpuInfo", {}).get("DefaultVCpus", 0),
+        # For the preflight checks: a type that cannot run the image's architecture (AWS refuses
+        # it at RunInstances), or that has no GPU at all.
+        "architectures": list((described.get("ProcessorInfo") or {}).get("SupportedArchitectures", [])),
+        "gpu_count": sum(int(g.get("Count", 1)) for g in gpus),
         "gpus": ", ".join(
             f"{g.get('Count', 1)} x {g.get('Manufacturer', '')} {g.get('Name', '')} "
             f"({g.get('MemoryInfo', {}).get('SizeInMiB', 0) // 1024} GiB)"
@@ -355,13 +445,17 @@ def _image_summary(image: dict[str, Any], source: str) -> dict[str, Any]:
     sizes = [m["Ebs"].get("VolumeSize", 8) for m in image.get("BlockDeviceMappings", [])
              if m.get("DeviceName") == root and "Ebs" in m]
     return {"image_id": image["ImageId"], "name": image.get("Name", ""), "creation_date": image.get("CreationDate", ""),
-            "root_device_name": root, "root_size_gib": sizes[0] if sizes else 8, "source": source}
+            "root_device_name": root, "root_size_gib": sizes[0] if sizes else 8,
+            "architecture": image.get("Architecture", ""), "source": source}
 
 
 def _volumes(ec2: Any, volume_ids: list[str]) -> list[dict[str, Any]]:
-    if not volume_ids:
-        return []
-    found = ec2.describe_volumes(VolumeIds=volume_ids)["Volumes"]
+    """The volumes asked for, one call per 200 of them; by filter, as a volume deleted
+    meanwhile would fail a call that names it (InvalidVolume.NotFound)."""
+    found = []
+    for chunk in _chunks(list(dict.fromkeys(volume_ids))):
+        if chunk:
+            found += ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": chunk}])["Volumes"]
     return [{"id": v["VolumeId"], "size_gib": v["Size"], "type": v.get("VolumeType", ""),
              "encrypted": v.get("Encrypted", False)} for v in found]
 
@@ -408,14 +502,25 @@ LAB_OPTIONS: dict[str, Any] = {
         "name_pattern": {"type": "str", "default": ""},
         "owners": {"type": "list", "elements": "str", "default": ["amazon"]},
     }},
+    "wanted": {"type": "dict", "options": {
+        "instance_type": {"type": "str"},
+        "volume_size": {"type": "int"},
+    }},
+    "other_regions": {"type": "list", "elements": "str", "default": []},
 }
+
+
+def _client(module: AnsibleAWSModule, service: str, region: str | None) -> Any:
+    """A client whose calls give up on a silent endpoint within the bound (timeouts.py)."""
+    where = {"region": region} if region else {}
+    return bounded(module.client(service, config=client_config(), **where))
 
 
 def discover(module: AnsibleAWSModule, region: str | None, labs: list[dict[str, Any]],
              volumes: bool, orphans: bool) -> dict[str, dict[str, Any]]:
     """What each lab of one region has: every kind of resource asked for once, for all the
     labs together (filters with many values), the kinds side by side."""
-    ec2 = module.client("ec2", region=region) if region else module.client("ec2")
+    ec2 = _client(module, "ec2", region)
     names = [lab["lab"] for lab in labs]
     types = list(dict.fromkeys(t for lab in labs for t in lab["instance_types"]))
     with ThreadPoolExecutor(max_workers=6) as pool:
@@ -434,13 +539,20 @@ def discover(module: AnsibleAWSModule, region: str | None, labs: list[dict[str, 
                      if lab["image"] and not found["instances"][lab["lab"]]}
     images: dict[str, dict[str, Any]] = {}
     if wanted_images:
-        ssm = module.client("ssm", region=region) if region else module.client("ssm")
+        ssm = _client(module, "ssm", region)
         images = {key: _image(ec2, ssm, wanted) for key, wanted in wanted_images.items()}
-    volume_ids = [v for lab in labs for i in found["instances"][lab["lab"]][:1] for v in i["root_volume_ids"]]
-    all_volumes = {v["id"]: v for v in _volumes(ec2, volume_ids)} if volumes else {}
+    # One call for the cost view's volumes and the root volumes a wanted size is compared with.
+    volume_ids = []
+    for lab in labs:
+        for i in found["instances"][lab["lab"]][:1]:
+            volume_ids += i["root_volume_ids"] if volumes else []
+            if (lab.get("wanted") or {}).get("volume_size") is not None and i["root_volume_id"]:
+                volume_ids.append(i["root_volume_id"])
+    all_volumes = {v["id"]: v for v in _volumes(ec2, volume_ids)}
     result = {}
     for lab in labs:
         instances = found["instances"][lab["lab"]]
+        root = all_volumes.get(instances[0]["root_volume_id"], {}) if instances else {}
         result[lab["lab"]] = {
             "instance": instances[0] if instances else {},
             "instance_count": len(instances),
@@ -450,14 +562,25 @@ def discover(module: AnsibleAWSModule, region: str | None, labs: list[dict[str, 
             "key_pair": found["key_pair"].get(lab["key_name"] or "", {}),
             "instance_types": [described[t] for t in lab["instance_types"]],
             "image": images.get(repr(lab["image"]), {}) if lab["image"] and not instances else {},
-            "volumes": [all_volumes[v] for i in instances[:1] for v in i["root_volume_ids"] if v in all_volumes],
+            "volumes": [all_volumes[v] for i in instances[:1] for v in i["root_volume_ids"] if v in all_volumes]
+            if volumes else [],
             "orphans": found["orphans"],
+            "drift": drift(lab["lab"], instances[0] if instances else {}, lab.get("wanted"), root.get("size_gib")),
+            "elsewhere": [],  # other_regions: filled in by discover_all, which asks every region once
         }
     return result
 
 
+def _elsewhere(module: AnsibleAWSModule, region: str, labs: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The labs' live instances in a region other than their own: one paged call per 200 labs."""
+    return {lab: [{"region": region, "instance": i} for i in found]
+            for lab, found in _instances(_client(module, "ec2", region), labs).items()}
+
+
 def _failure(e: Exception, region: str) -> str:
     """One sentence for what stopped the discovery of a region."""
+    if is_timeout(e):
+        return timeout_message(e)
     if isinstance(e, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
         return _no_credentials(str(e))
     if isinstance(e, botocore.exceptions.ClientError):
@@ -484,26 +607,42 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
+    try:
+        timeouts()  # a bad GPU_LAB_AWS_*_TIMEOUT is said once, before any call
+    except ValueError as e:
+        module.fail_json(msg=str(e))
     if p["lab"]:
-        region = p.get("region") or "the configured region"
-        lab = {k: p[k] for k in LAB_OPTIONS if k != "region"}
-        try:
-            found = discover(module, None, [lab], p["volumes"], p["orphans"])[p["lab"]]
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
-            module.fail_json(msg=_failure(e, region))
+        lab = {k: p[k] for k in LAB_OPTIONS}
+        found = discover_all(module, [lab], p["volumes"], p["orphans"])[p["lab"]]
+        if found.get("failed"):
+            module.fail_json(msg=found["msg"])
         module.exit_json(changed=False, **found)
     module.exit_json(changed=False, labs=discover_labs(module, p["labs"], p["volumes"], p["orphans"]))
 
 
 def discover_labs(module: AnsibleAWSModule, given: list[dict[str, Any]], volumes: bool,
                   orphans: bool) -> dict[str, dict[str, Any]]:
-    """Every lab of O(labs), the regions side by side. A lab whose entry is invalid, whose
-    name another entry also has, or whose region could not be read gets failed and msg."""
+    """Every lab of O(labs). A lab whose entry is invalid, or whose name another entry also
+    has, gets failed and msg."""
     valid, invalid = check_labs(given, LAB_OPTIONS)
     result: dict[str, dict[str, Any]] = {name: {"failed": True, "msg": msg} for name, msg in invalid.items()}
+    result.update(discover_all(module, valid, volumes, orphans))
+    return result
+
+
+def discover_all(module: AnsibleAWSModule, labs: list[dict[str, Any]], volumes: bool,
+                 orphans: bool) -> dict[str, dict[str, Any]]:
+    """Every lab (checked entries), the regions side by side: each lab's own region, and each
+    other region some lab asks about (O(other_regions)), asked once for all of them. A lab
+    whose region, or one of whose other regions, could not be read gets failed and msg."""
     by_region: dict[str, list[dict[str, Any]]] = {}
-    for lab in valid:
-        by_region.setdefault(lab["region"] or module.region or "", []).append(lab)
+    others: dict[str, list[str]] = {}
+    for lab in labs:
+        own = lab["region"] or module.region or ""
+        by_region.setdefault(own, []).append(lab)
+        for other in lab.get("other_regions") or []:
+            if other and other != own and lab["lab"] not in others.get(other, []):
+                others.setdefault(other, []).append(lab["lab"])
 
     def one_region(region: str, labs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         try:
@@ -512,9 +651,31 @@ def discover_labs(module: AnsibleAWSModule, given: list[dict[str, Any]], volumes
             msg = _failure(e, region or "the configured region")
             return {lab["lab"]: {"failed": True, "msg": msg} for lab in labs}
 
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(by_region)))) as pool:
-        for found in pool.map(lambda item: one_region(*item), by_region.items()):
-            result.update(found)
+    def other_region(region: str, names: list[str]) -> dict[str, Any]:
+        try:
+            return _elsewhere(module, region, names)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            # Not knowing whether the lab runs there too is not "it does not": the lab fails.
+            return {name: _failure(e, region) for name in names}
+
+    jobs = len(by_region) + len(others)
+    with ThreadPoolExecutor(max_workers=max(1, min(8, jobs))) as pool:
+        own_jobs = [pool.submit(one_region, region, group) for region, group in by_region.items()]
+        other_jobs = {region: pool.submit(other_region, region, names) for region, names in others.items()}
+        result: dict[str, dict[str, Any]] = {}
+        for job in own_jobs:
+            result.update(job.result())
+        elsewhere = {region: job.result() for region, job in other_jobs.items()}
+    for lab in labs:
+        found = result[lab["lab"]]
+        for region in dict.fromkeys(lab.get("other_regions") or []):
+            answer = elsewhere.get(region, {}).get(lab["lab"])
+            if found.get("failed") or answer is None:
+                continue  # failed already, or the lab's own region
+            if isinstance(answer, str):
+                result[lab["lab"]] = found = {"failed": True, "msg": answer}
+            else:
+                found["elsewhere"] += answer
     return result
 
 

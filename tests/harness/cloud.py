@@ -123,6 +123,13 @@ def up(state_dir: Path, hosts: bool, port: int, timeout: float = 60) -> dict[str
     if info:
         return info
     _info_path(state_dir).unlink(missing_ok=True)
+    if hosts and hosts_unavailable_reason() is None:
+        # The first build of the stand-in image (about 40 s, once) runs here, in the
+        # foreground, where its progress lines reach the terminal (the background cloud's
+        # output goes to cloud.log), and before the start's bound below begins.
+        from tests.harness.standin.image import ensure_base
+
+        ensure_base()
     log = (state_dir / "cloud.log").open("ab")
     cmd = [sys.executable, "-m", "tests.harness.cloud", "serve", "--state-dir", str(state_dir),
            "--port", str(port)] + ([] if hosts else ["--no-hosts"])

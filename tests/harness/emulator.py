@@ -10,7 +10,9 @@ module is patched. On top of moto this adds, in one WSGI middleware:
   (``GET /_gpu_lab/calls``, ``DELETE /_gpu_lab/calls`` to reset); calls answered by an
   interceptor instead of moto are counted too, and also as ``injected``;
 * fault injection (``emulator.faults``, ``/_gpu_lab/faults``): chosen calls answered with
-  real AWS errors, see tests/harness/faults.py.
+  real AWS errors, see tests/harness/faults.py;
+* EC2's own rules where moto is laxer (a started instance's LaunchTime, an AMI whose
+  architecture the instance type cannot run), see tests/harness/aws_rules.py.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from tests.harness import aws_rules
 from tests.harness.faults import PATH as FAULTS_PATH
 from tests.harness.faults import FaultInjector, handle_http
 from tests.harness.idempotency import RunInstancesTokens
@@ -44,11 +47,16 @@ READ_ONLY_PREFIXES = ("Describe", "Get", "List")
 class DlamiLine:
     """One published line of Deep Learning AMIs (its SSM parameter family)."""
 
-    parameter: str  # the part between .../ami/x86_64/ and /latest/ami-id
+    parameter: str  # the part between .../ami/<architecture>/ and /latest/ami-id
     name_prefix: str
     root_gib: int
+    architecture: str = "x86_64"
+    # The start of the image's description, as AWS words it for the line's architecture.
+    supported: str = "Supported EC2 instances: G4dn, G5, G6, Gr6, G6e, P4, P5."
 
 
+# The x86_64 lines come first: tests take "a DLAMI" as the first of a region's images
+# (next(iter(emulator.dlami[region].values()))) and launch it on x86_64 types.
 DLAMI_LINES = (
     DlamiLine(
         "oss-nvidia-driver-gpu-pytorch-2.7-ubuntu-22.04",
@@ -60,13 +68,22 @@ DLAMI_LINES = (
         "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04)",
         45,
     ),
+    # AWS publishes the arm64 build of a line under the same line name and its own
+    # architecture path; its image names say ARM64, so the x86_64 name patterns miss it.
+    DlamiLine(
+        "oss-nvidia-driver-gpu-pytorch-2.7-ubuntu-22.04",
+        "Deep Learning ARM64 OSS Nvidia Driver AMI GPU PyTorch 2.7 (Ubuntu 22.04)",
+        75,
+        architecture="arm64",
+        supported="Supported EC2 instances: G5g.",
+    ),
 )
 # Two releases per line, so "the latest" has something to choose between.
 DLAMI_RELEASES = ("20250915", "20251020")
 
 
 def dlami_parameter_name(line: DlamiLine) -> str:
-    return f"/aws/service/deeplearning/ami/x86_64/{line.parameter}/latest/ami-id"
+    return f"/aws/service/deeplearning/ami/{line.architecture}/{line.parameter}/latest/ami-id"
 
 
 def _seed_catalogue() -> None:
@@ -118,12 +135,12 @@ def _seed_region(account: str, region: str) -> dict[str, str]:
                 ec2,
                 random_ami_id(),
                 name=f"{line.name_prefix} {release}",
-                description=f"Supported EC2 instances: G4dn, G5, G6, Gr6, G6e, P4, P5. {line.name_prefix}",
+                description=f"{line.supported} {line.name_prefix}",
                 owner_id=AMAZON_OWNER_ID,
                 owner_alias="amazon",
                 public=True,
                 virtualization_type="hvm",
-                architecture="x86_64",
+                architecture=line.architecture,
                 root_device_type="ebs",
                 region_name=f"{region}a",
                 creation_date=dt.datetime(2025, 9 + n, 15, tzinfo=dt.UTC),
@@ -296,6 +313,7 @@ class Emulator:
 
         _make_sized_ami_class()
         _settle_shared_transformers()
+        aws_rules.install()
         app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server(
             "127.0.0.1", self._port, self._wrap(app), threaded=True, request_handler=_QuietHandler

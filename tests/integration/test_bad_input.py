@@ -33,6 +33,12 @@ CASES = [
      "Fallback instance types g5.xlarge,big are not valid"),
     ("unknown fallback type", {"gpu_lab_fallback_instance_types": "g5.xlarge,g9.huge"},
      "Fallback instance type g9.huge does not exist in us-east-1"),
+    # AWS refuses another architecture at RunInstances, after the key pair and group exist.
+    ("arm64 type, x86_64 image", {"gpu_lab_instance_type": "g5g.xlarge"},
+     "Instance type g5g.xlarge cannot run the image"),
+    ("type without a GPU", {"gpu_lab_instance_type": "m5.xlarge"}, "Instance type m5.xlarge has no GPU"),
+    ("fallback without a GPU", {"gpu_lab_fallback_instance_types": "g5.xlarge,t3.xlarge"},
+     "Instance type t3.xlarge has no GPU"),
     ("zone of another region", {"gpu_lab_zones": "us-west-2a"}, "Zones us-west-2a are not all zones of us-east-1"),
     ("Jupyter port out of range", {"gpu_lab_jupyter_port": "70000"}, "Jupyter port '70000' is not valid"),
     ("Jupyter port privileged", {"gpu_lab_jupyter_port": "80"}, "Jupyter port '80' is not valid"),

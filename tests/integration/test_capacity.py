@@ -15,7 +15,9 @@ from tests.harness.cloud import Cloud
 from tests.playbook import recap, run_playbook
 
 LAB = {"gpu_lab_name": "cap", "gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false",
-       "gpu_lab_confirm_teardown": "cap"}
+       "gpu_lab_confirm_teardown": "cap",
+       # The AWS half only: no host was set up to look at for unsaved work.
+       "gpu_lab_force_teardown": "true"}
 CAPACITY = "InsufficientInstanceCapacity"   # HTTP 500, as AWS sends it (tests/harness/faults.py)
 QUOTA = "VcpuLimitExceeded"                 # HTTP 400
 LAUNCH_CALLS = ["ec2:RunInstances", "ec2:StartInstances"]

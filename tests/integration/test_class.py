@@ -258,11 +258,16 @@ def test_class_of_30(hosts_cloud: Cloud, aws: Callable[..., Any], classroom: dic
     refused_teardown = play(cloud, room, "teardown", "--limit", lab("s30"), gpu_lab_confirm_teardown=lab("s30"))
     assert refused_teardown.returncode != 0 and "Teardown not confirmed" in flat(refused_teardown)
     assert states(ec2)[lab("s30")] == "running"
-    one = play(cloud, room, "teardown", "--limit", lab("s30"), gpu_lab_confirm_teardown=CLASS)
+    # s30 has no stand-in: its host cannot be looked at for unsaved work, so teardown refuses.
+    blind = play(cloud, room, "teardown", "--limit", lab("s30"), gpu_lab_confirm_teardown=CLASS)
+    assert blind.returncode != 0 and "could not be looked at" in flat(blind), flat(blind)[-3000:]
+    assert states(ec2)[lab("s30")] == "running"
+    one = play(cloud, room, "teardown", "--limit", lab("s30"), gpu_lab_confirm_teardown=CLASS,
+               gpu_lab_force_teardown="true")
     assert one.returncode == 0, one.stdout[-3000:]
     after = class_state(ec2)
     assert lab("s30") not in after and len(after) == 29, sorted(after)
-    everyone = play(cloud, room, "teardown", gpu_lab_confirm_teardown=CLASS)
+    everyone = play(cloud, room, "teardown", gpu_lab_confirm_teardown=CLASS, gpu_lab_force_teardown="true")
     assert everyone.returncode == 0, everyone.stdout[-3000:]
     assert account_leftovers(ec2) == {"instances": [], "addresses": [], "groups": [], "key_pairs": []}
     assert not (room["home"] / ".gpu_lab" / CLASS / "kits" / student).exists()

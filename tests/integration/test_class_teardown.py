@@ -25,7 +25,9 @@ CLASS = "td"
 STUDENTS = ["s1", "s2", "s3", "s4"]
 P3 = ("s3", "s4")  # the tutorial's type, which current Deep Learning AMIs do not support
 STUCK = "td-s2"
-EXTRA = {"gpu_lab_ssh_cidr": "198.51.100.0/24", "gpu_lab_wait_for_ssh": "false", "gpu_lab_confirm_teardown": CLASS}
+EXTRA = {"gpu_lab_ssh_cidr": "198.51.100.0/24", "gpu_lab_wait_for_ssh": "false", "gpu_lab_confirm_teardown": CLASS,
+         # The AWS half only: no host was set up to look at for unsaved work.
+         "gpu_lab_force_teardown": "true"}
 
 
 def flat(result: Any) -> str:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
+import time
 import urllib.request
+from typing import Any
 
 import boto3
+import botocore.exceptions
 import pytest
 
 from tests.harness.cloud import Cloud
-from tests.harness.emulator import DLAMI_LINES, Emulator, dlami_parameter_name
+from tests.harness.emulator import (
+    AMAZON_OWNER_ID,
+    DEFAULT_REGIONS,
+    DLAMI_LINES,
+    DlamiLine,
+    Emulator,
+    dlami_parameter_name,
+)
 from tests.playbook import REPO
 
 
@@ -93,3 +104,99 @@ def test_first_describe_key_pairs_leaves_shared_state_alone() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     before, after = done.stdout.split()
     assert before == after
+
+
+# --- as strict as EC2 where the flows touch it (tests/harness/aws_rules.py) -------------
+
+def launch_time(ec2: Any, instance_id: str) -> dt.datetime:
+    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["LaunchTime"]
+
+
+def test_start_sets_launch_time_to_the_start(emulator: Emulator) -> None:
+    """EC2's LaunchTime is the last start (the status view's "running since"); moto kept
+    the first launch's."""
+    ec2 = client(emulator, "ec2")
+    image = emulator.dlami["us-east-1"][dlami_parameter_name(DLAMI_LINES[0])]
+    instance = ec2.run_instances(ImageId=image, InstanceType="g6.xlarge", MinCount=1, MaxCount=1)["Instances"][0]
+    launched = instance["LaunchTime"]
+    ec2.stop_instances(InstanceIds=[instance["InstanceId"]])
+    time.sleep(1.1)  # LaunchTime has whole seconds
+    assert launch_time(ec2, instance["InstanceId"]) == launched  # a stop leaves it
+    before_start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    started = ec2.start_instances(InstanceIds=[instance["InstanceId"]])["StartingInstances"][0]
+    assert started["PreviousState"]["Name"] == "stopped"
+    restarted = launch_time(ec2, instance["InstanceId"])
+    assert restarted > launched
+    assert before_start <= restarted <= dt.datetime.now(dt.UTC)
+    # Starting a running instance does not start it again: its LaunchTime stays.
+    time.sleep(1.1)
+    ec2.start_instances(InstanceIds=[instance["InstanceId"]])
+    assert launch_time(ec2, instance["InstanceId"]) == restarted
+
+
+ARCHITECTURE_MISMATCH = ("The architecture '{type}' of the specified instance type does not match the architecture "
+                         "'{ami}' of the specified AMI. Specify an instance type and an AMI that have matching "
+                         "architectures, and try again. You can use 'describe-instance-types' or 'describe-images' "
+                         "to discover the architecture of the instance type or AMI.")
+
+
+def created(ec2: Any) -> dict[str, int]:
+    """What a RunInstances would leave behind, counted."""
+    return {"reservations": len(ec2.describe_instances()["Reservations"]),
+            "volumes": len(ec2.describe_volumes()["Volumes"]),
+            "interfaces": len(ec2.describe_network_interfaces()["NetworkInterfaces"])}
+
+
+@pytest.mark.parametrize(("line", "instance_type", "type_arch", "ami_arch"), [
+    (DLAMI_LINES[0], "g5g.xlarge", "arm64", "x86_64"),   # an arm64-only type, the x86_64 DLAMI
+    (DLAMI_LINES[-1], "g6.xlarge", "x86_64", "arm64"),    # the arm64 DLAMI on an x86_64 type
+])
+def test_run_instances_refuses_an_ami_of_another_architecture(emulator: Emulator, line: DlamiLine,
+                                                              instance_type: str, type_arch: str,
+                                                              ami_arch: str) -> None:
+    ec2 = client(emulator, "ec2")
+    image = emulator.dlami["us-east-1"][dlami_parameter_name(line)]
+    before = created(ec2)
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        ec2.run_instances(ImageId=image, InstanceType=instance_type, MinCount=1, MaxCount=1)
+    answer = refused.value.response
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert answer["Error"]["Code"] == "InvalidParameterValue"
+    assert answer["Error"]["Message"] == ARCHITECTURE_MISMATCH.format(type=type_arch, ami=ami_arch)
+    assert created(ec2) == before  # nothing made, not even half an instance
+    # The same AMI on a type of its own architecture launches: the rule, not the image, refused.
+    fitting = "g5g.xlarge" if ami_arch == "arm64" else "g6.xlarge"
+    ec2.run_instances(ImageId=image, InstanceType=fitting, MinCount=1, MaxCount=1)
+    assert created(ec2)["reservations"] == before["reservations"] + 1
+
+
+def test_a_launch_template_is_held_to_the_same_rule(emulator: Emulator) -> None:
+    """moto takes the type and image from a launch template inside RunInstances: the
+    check must see them there too."""
+    ec2 = client(emulator, "ec2")
+    image = emulator.dlami["us-east-1"][dlami_parameter_name(DLAMI_LINES[0])]
+    ec2.create_launch_template(LaunchTemplateName="arm", LaunchTemplateData={"InstanceType": "g5g.xlarge",
+                                                                             "ImageId": image})
+    with pytest.raises(botocore.exceptions.ClientError, match="architecture 'arm64' of the specified instance type"):
+        ec2.run_instances(LaunchTemplate={"LaunchTemplateName": "arm"}, MinCount=1, MaxCount=1)
+    assert ec2.describe_instances()["Reservations"] == []
+
+
+@pytest.mark.parametrize("region", DEFAULT_REGIONS)
+def test_each_region_has_an_arm64_dlami_beside_the_x86_64_ones(emulator: Emulator, region: str) -> None:
+    ssm, ec2 = client(emulator, "ssm", region), client(emulator, "ec2", region)
+    arm_line = next(line for line in DLAMI_LINES if line.architecture == "arm64")
+    name = dlami_parameter_name(arm_line)
+    assert name == "/aws/service/deeplearning/ami/arm64/oss-nvidia-driver-gpu-pytorch-2.7-ubuntu-22.04/latest/ami-id"
+    for line in DLAMI_LINES:
+        ami = ssm.get_parameter(Name=dlami_parameter_name(line))["Parameter"]["Value"]
+        image = ec2.describe_images(ImageIds=[ami])["Images"][0]
+        assert (image["Architecture"], image["OwnerId"]) == (line.architecture, AMAZON_OWNER_ID)
+        assert image["Name"].startswith(line.name_prefix)
+    # What lab_info falls back to (the default name pattern) finds x86_64 images only.
+    pattern = "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.7 (Ubuntu 22.04) *"
+    found = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": [pattern]}])["Images"]
+    assert found and {i["Architecture"] for i in found} == {"x86_64"}
+    # A test that takes "a DLAMI" (the first of a region's) gets an x86_64 one.
+    first = next(iter(emulator.dlami[region].values()))
+    assert ec2.describe_images(ImageIds=[first])["Images"][0]["Architecture"] == "x86_64"

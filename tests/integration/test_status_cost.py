@@ -15,7 +15,9 @@ from tests.harness.emulator import ACCOUNT_ID
 from tests.playbook import run_playbook
 
 LAB = {"gpu_lab_name": "costlab", "gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false",
-       "gpu_lab_instance_type": "g5.xlarge", "gpu_lab_volume_size": "120", "gpu_lab_confirm_teardown": "costlab"}
+       "gpu_lab_instance_type": "g5.xlarge", "gpu_lab_volume_size": "120", "gpu_lab_confirm_teardown": "costlab",
+       # The AWS half only: no host was set up to look at for unsaved work.
+       "gpu_lab_force_teardown": "true"}
 G5_XLARGE_USD_H = 1.006
 GP3_USD_GIB_MONTH = 0.08
 IPV4_USD_MONTH = 0.005 * 730

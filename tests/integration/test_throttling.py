@@ -21,7 +21,9 @@ from tests.playbook import changed_tasks, recaps, run_playbook
 
 LAB = "thr"
 EXTRA = {"gpu_lab_name": LAB, "gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false",
-         "gpu_lab_confirm_teardown": LAB}
+         "gpu_lab_confirm_teardown": LAB,
+         # The AWS half only: no host was set up to look at for unsaved work.
+         "gpu_lab_force_teardown": "true"}
 STEPS = [("launch", "launch"), ("re-run", "launch"), ("stop", "stop"), ("start", "start"), ("teardown", "teardown")]
 EVERY = 3
 

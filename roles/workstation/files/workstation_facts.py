@@ -18,7 +18,14 @@ go into the JSON (port.error) for the role to report. Output:
   the tries it took (1 + retries at most, a delay apart, while the server boots). It runs
   while the rest is looked at;
 - "stat": per --stat path, its type, mode and (regular files) SHA-1, or null when missing.
-  No file content is printed: the role compares hashes.
+  No file content is printed: the role compares hashes;
+- "want": per --dir / --file path (a directory the role keeps, a file it writes), what stands
+  in the way, each as one sentence that says what to do, or null:
+  "problem": something there that the role can never use (a file where the directory must be,
+  a directory where the file must be, a file it must read but cannot), whatever it writes;
+  "write": why this user cannot create or change it (the role fails on it only when it would
+  write there). Symbolic links are followed, as the role's writes follow them.
+  The role fails on these before its first write, so a run that cannot finish writes nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import os
 import platform
 import pwd
 import re
+import shlex
 import shutil
 import socket
 import stat
@@ -171,6 +179,77 @@ def describe(path: Path) -> dict[str, str] | None:
     return seen
 
 
+def kind_of(path: Path) -> str | None:
+    """"directory", "file" or "other" (symbolic links followed), None when nothing is there."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    return "directory" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def in_the_way(path: Path, found: str | None) -> str:
+    """What to do about what is at path, where the role needs the other kind. The sentence
+    depends on path alone: several wanted paths under one wrong file give it once."""
+    what = {"directory": "a directory, not a file", "file": "a file, not a directory"}.get(
+        found or "", "neither a file nor a directory")
+    moved = shlex.quote(f"{path}.old")
+    return f"{path} is {what}: move it out of the way (mv {shlex.quote(str(path))} {moved}) and run again."
+
+
+class Access:
+    """What this process may create or change, as sentences that say what to do about it."""
+
+    def __init__(self) -> None:
+        self.uid = os.geteuid()
+        self.user = pwd.getpwuid(self.uid).pw_name
+
+    def not_ours(self, path: Path) -> bool:
+        return self.uid != 0 and path.stat().st_uid != self.uid
+
+    def belongs(self, path: Path) -> str:
+        uid = path.stat().st_uid
+        try:
+            owner = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            owner = f"user {uid}"
+        return (f"{path} belongs to {owner}, not {self.user}: give it back"
+                f" (sudo chown -R {self.user} {shlex.quote(str(path))}) and run again.")
+
+    def read_only(self, path: Path) -> str:
+        quoted = shlex.quote(str(path))
+        return f"{path} is read-only for {self.user}: make it writable (chmod u+w {quoted}) and run again."
+
+    def directory(self, path: Path) -> str | None:
+        """Why files cannot be created or replaced in this directory, or None."""
+        if os.access(path, os.W_OK | os.X_OK):
+            return None
+        return self.belongs(path) if self.not_ours(path) else self.read_only(path)
+
+    def wanted(self, path: Path, kind: str) -> dict[str, str | None]:
+        real = Path(os.path.realpath(path))
+        found = kind_of(real)
+        if found is None:
+            base = real.parent
+            while base.parent != base and kind_of(base) is None:
+                base = base.parent
+            if kind_of(base) != "directory":
+                return {"problem": in_the_way(base, kind_of(base)), "write": None}
+            return {"problem": None, "write": self.directory(base)}
+        if found != kind:
+            return {"problem": in_the_way(path, found), "write": None}
+        if kind == "directory":
+            # The role sets its directories' mode (0700), which only their owner may do.
+            return {"problem": None, "write": self.belongs(real) if self.not_ours(real) else None}
+        if not os.access(real, os.R_OK):
+            return {"problem": f"{path} cannot be read by {self.user}: make it readable"
+                               f" (chmod u+r {shlex.quote(str(path))}) and run again.", "write": None}
+        if not os.access(real, os.W_OK):
+            return {"problem": None, "write": self.read_only(path)}
+        # A changed file is written beside it, then renamed over it.
+        return {"problem": None, "write": self.directory(real.parent)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lab", required=True)
@@ -183,6 +262,8 @@ def main() -> None:
     parser.add_argument("--keyscan-delay", default=3, type=int)
     # Keys of "stat" are the paths exactly as given: the role looks them up by its own strings.
     parser.add_argument("--stat", action="append", default=[])
+    parser.add_argument("--dir", action="append", default=[], help="a directory the role keeps (makes, sets its mode)")
+    parser.add_argument("--file", action="append", default=[], help="a file the role reads and may write")
     args = parser.parse_args()
 
     # The scan waits on the network: it runs while the rest is looked at.
@@ -196,6 +277,10 @@ def main() -> None:
         "forwarded": forwarded_port(args.gpu_lab_dir / args.lab / "ssh_config"),
         "stat": {path: describe(Path(path)) for path in args.stat},
     }
+    if args.dir or args.file:
+        access = Access()
+        facts["want"] = {**{path: access.wanted(Path(path), "directory") for path in args.dir},
+                         **{path: access.wanted(Path(path), "file") for path in args.file}}
     if args.wanted is not None:
         facts["port"] = choose_port(args.lab, args.gpu_lab_dir, args.wanted, args.tries)
     if scan:

@@ -3,7 +3,7 @@ Learning AMI (Ubuntu) where our roles care, built once with mmdebstrap and cache
 
 Cache layout (``$GPU_LAB_CACHE`` or ``~/.cache/gpu_lab/``), keyed by a hash of the recipe:
 
-    standin-<hash>.tar.zst   the built image (about 60 s to make, once)
+    standin-<hash>.tar.zst   the built image (about 40 s to make, once)
     standin-<hash>/          the same, unpacked once; every instance's overlayfs lower layer
     standin.lock             serialises builds between processes
 
@@ -14,15 +14,21 @@ first boot), no machine-id, hostname or resolv.conf, and not this machine's CA b
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.harness.standin.system import file_lock, run
+from tests.harness.standin.system import CommandError, run
 
 SUITE = "bookworm"
 # The testbed note's package set (python3-packaging among them: ansible.builtin.pip
@@ -129,22 +135,92 @@ def tarball_path() -> Path:
     return cache_dir() / f"standin-{recipe_hash()}.tar.zst"
 
 
+# What a first build takes on 2 cores left to it (mmdebstrap 22-25 s, pip, zstd; 103 s was
+# seen with other test runs beside it): said up front, so a first run that sits on it for
+# that long is not mistaken for a hang.
+BUILD_ESTIMATE_S = 40
+BUILD_TIMEOUT_S = 900
+
+# mmdebstrap's own progress lines ("I: ...") that mark a phase worth a line on the terminal,
+# in plain words; its other lines are kept only for the error message of a failed build.
+MMDEBSTRAP_PHASES = (
+    ("running apt-get update", "fetching Debian's package lists"),
+    ("downloading packages with apt", "downloading the Debian packages"),
+    ("installing remaining packages", "installing the Debian packages"),
+    ("running --customize-hook", f"dressing it like the DLAMI: the {USER} user, sshd, JupyterLab in {VENV} (pip)"),
+)
+
+
 def _say(message: str) -> None:
     print(f"[gpu_lab stand-in] {message}", file=sys.stderr, flush=True)
 
 
-def build(rootfs: Path) -> None:
-    """mmdebstrap into rootfs (which must not exist yet), then dress it."""
+def build(rootfs: Path, started: float | None = None) -> None:
+    """mmdebstrap into rootfs (which must not exist yet), then dress it, saying each phase
+    as mmdebstrap reaches it (with the seconds since started)."""
+    started = time.monotonic() if started is None else started
     script = rootfs.with_name(rootfs.name + ".customize.sh")
     script.write_text(customize_script())
     script.chmod(0o700)
+    # SUITE given and no mirror: mmdebstrap adds bookworm-updates and -security itself and
+    # never reads stdin. Not --quiet: its "I:" lines are the progress relayed below.
+    cmd = ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+           f"--customize-hook={script}", SUITE, str(rootfs)]
     try:
-        # SUITE given and no mirror: mmdebstrap adds bookworm-updates and -security
-        # itself and never reads stdin.
-        run(["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-             f"--customize-hook={script}", SUITE, str(rootfs)], timeout=900)
+        _run_relaying_phases(cmd, started)
     finally:
         script.unlink(missing_ok=True)
+
+
+def _run_relaying_phases(cmd: list[str], started: float) -> None:
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    said: set[str] = set()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            text=True, errors="replace")
+    timed_out = threading.Event()
+
+    def kill() -> None:  # a hung mirror must not hang the tests
+        timed_out.set()
+        proc.kill()
+
+    killer = threading.Timer(BUILD_TIMEOUT_S, kill)
+    killer.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail.append(line.rstrip())
+            for marker, words in MMDEBSTRAP_PHASES:
+                if line.startswith("I: ") and marker in line and words not in said:
+                    said.add(words)
+                    _say(f"  {time.monotonic() - started:3.0f} s: {words}")
+        code = proc.wait()
+    finally:
+        killer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if code != 0:
+        how = f"did not finish in {BUILD_TIMEOUT_S} s" if timed_out.is_set() else f"exited {code}"
+        output = "\n".join(tail)
+        raise CommandError(f"`{' '.join(cmd)}` {how}: {output}")
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """The cache's lock; when another process holds it (building the same image), says so
+    before waiting for it, rather than sitting silent for the length of a build."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"waiting for another process that is making the stand-in image (up to about "
+                 f"{BUILD_ESTIMATE_S} s; lock {path})...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _tar_flags() -> list[str]:
@@ -162,7 +238,7 @@ def ensure_base() -> Path:
     tarball = tarball_path()
     if ready.exists() and rootfs.is_dir():
         return rootfs
-    with file_lock(cache / "standin.lock"):
+    with _build_lock(cache / "standin.lock"):
         if ready.exists() and rootfs.is_dir():  # another process finished it meanwhile
             return rootfs
         ready.unlink(missing_ok=True)
@@ -170,21 +246,25 @@ def ensure_base() -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(rootfs, ignore_errors=True)
         started = time.monotonic()
-        if tarball.exists():
-            _say(f"unpacking the cached stand-in image {tarball.name}...")
+        if tarball.exists():  # a few seconds: one line, when done
             staging.mkdir()
             run(["tar", "--zstd", "-xpf", str(tarball), "-C", str(staging), *_tar_flags()])
+            staging.rename(rootfs)
+            ready.touch()
+            _say(f"unpacked the cached stand-in image in {time.monotonic() - started:.0f} s ({tarball.name})")
         else:
-            _say("building the stand-in image (about 60 s, once)...")
-            build(staging)
-            _say(f"built in {time.monotonic() - started:.0f} s; caching {tarball}...")
+            _say(f"building the stand-in hosts' image (Debian {SUITE} dressed like the DLAMI, with "
+                 f"mmdebstrap): about {BUILD_ESTIMATE_S} s (more on a busy machine), once; later runs reuse "
+                 f"it from {cache}")
+            build(staging, started)
+            _say(f"  {time.monotonic() - started:3.0f} s: compressing it into the cache (zstd)")
             partial = tarball.with_suffix(".partial")
             run(["tar", "-I", "zstd -T0 -3 -q", "-cf", str(partial), "-C", str(staging),
                  *_tar_flags(), "."], timeout=600)
             partial.rename(tarball)
-        staging.rename(rootfs)
-        ready.touch()
-        _say(f"stand-in image ready in {time.monotonic() - started:.0f} s")
+            staging.rename(rootfs)
+            ready.touch()
+            _say(f"stand-in image built in {time.monotonic() - started:.0f} s: {tarball}")
         _prune(cache, key)
     return rootfs
 

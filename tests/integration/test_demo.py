@@ -1,0 +1,84 @@
+"""The embedded default, driven the way the README tells a newcomer: `make demo`'s script, then
+the shortcuts and playbooks in the demo shell (a second command there comes without the
+first one's -e), teardown with unsaved work on the host, and the one clean-up command. The
+user's own ~/.ssh is never touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.harness.cloud import hosts_unavailable_reason
+from tests.playbook import REPO, recaps
+
+pytestmark = pytest.mark.hosts
+
+
+def demo(demo_dir: Path, *args: str, stdin: str | None = None,
+         timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"GPU_LAB_DEMO_DIR": str(demo_dir), "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
+                "TERM": "dumb"})
+    return subprocess.run([str(REPO / "scripts" / "demo.sh"), *args], cwd=REPO, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def ssh_dir_state() -> dict[str, bytes]:
+    ssh = Path(os.path.expanduser("~")) / ".ssh"
+    return {p.name: p.read_bytes() for p in sorted(ssh.glob("*")) if p.is_file()} if ssh.is_dir() else {}
+
+
+def steps(output: str) -> dict[str, int]:
+    """The exit code of each step the shell script below marks with `__rc <name> <code>`."""
+    return {m[1]: int(m[2]) for m in re.finditer(r"^__rc (\S+) (\d+)$", output, re.M)}
+
+
+def test_the_demo_as_a_newcomer_runs_it(tmp_path: Path) -> None:
+    reason = hosts_unavailable_reason()
+    if reason:
+        pytest.skip(f"the demo's stand-in host cannot boot here: {reason}")
+    demo_dir = tmp_path / "demo"
+    real_ssh = ssh_dir_state()
+    try:
+        up = demo(demo_dir, "up")
+        assert up.returncode == 0, (up.stdout + up.stderr)[-4000:]
+        assert "sandbox home" in up.stdout and "Lab csdl is up" in up.stdout, up.stdout[-3000:]
+        course = json.loads((demo_dir / "cloud" / "cloud.json").read_text())["course_repo"]
+        course_dir = re.sub(r"\.git$", "", course.rstrip("/").rsplit("/", 1)[-1])
+
+        script = f"""
+ssh csdl 'echo "print(42)" > ~/{course_dir}/my_work.py'; echo "__rc work $?"
+csdl-status; echo "__rc status $?"
+ansible-playbook launch.yml; echo "__rc relaunch $?"
+csdl-stop; echo "__rc stop $?"
+csdl-start; echo "__rc start $?"
+ansible-playbook teardown.yml -e gpu_lab_confirm_teardown=csdl; echo "__rc teardown $?"
+ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -i ~/.ssh/csdl-server.pem ubuntu@$CSDL_IP true
+echo "__rc tutorial_ssh $?"
+exit
+"""
+        shell = demo(demo_dir, "shell", stdin=script)
+        out = shell.stdout + shell.stderr
+        flat = " ".join(out.split())
+        assert steps(out) == {"work": 0, "status": 0, "relaunch": 0, "stop": 0, "start": 0, "teardown": 2,
+                              "tutorial_ssh": 0}, out[-5000:]
+        relaunch = out[out.index("__rc status"):out.index("__rc relaunch")]
+        assert {h: c["changed"] for h, c in recaps(relaunch).items()} == {"localhost": 0, "csdl-server": 0}, relaunch
+        stop = out[out.index("__rc relaunch"):out.index("__rc stop")]
+        assert "my_work.py" in stop, stop[-3000:]
+        teardown = out[out.index("__rc start"):out.index("__rc teardown")]
+        assert "Refusing to go on" in " ".join(teardown.split()) and "my_work.py" in teardown, teardown[-3000:]
+        assert "running" in flat
+        # The tutorial's own ssh line wrote its host key into the sandbox, not the user's home.
+        assert (demo_dir / "home" / ".ssh" / "known_hosts").is_file()
+        assert ssh_dir_state() == real_ssh, "the demo touched the user's own ~/.ssh"
+    finally:
+        down = demo(demo_dir, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not demo_dir.exists()
+    assert ssh_dir_state() == real_ssh
