@@ -58,6 +58,12 @@ sandbox_env() {
   export GPU_LAB_SSH_CIDR=127.0.0.1/32
   # Ansible's own ssh (the host plays, the shortcuts' playbooks) reads the sandbox's config too.
   export ANSIBLE_SSH_EXTRA_ARGS="-F $(printf %q "$sandbox_home/.ssh/config")"
+  # ssh's connection-sharing socket must fit a Unix socket path (about 100 bytes, with the
+  # suffix ssh adds): under a sandbox home deep in a checkout it would not, and every host
+  # would be unreachable. A short folder of this user's instead.
+  ANSIBLE_SSH_CONTROL_PATH_DIR="${TMPDIR:-/tmp}/gpu_lab-cp-$(id -u)"
+  export ANSIBLE_SSH_CONTROL_PATH_DIR
+  mkdir -p "$ANSIBLE_SSH_CONTROL_PATH_DIR" && chmod 0700 "$ANSIBLE_SSH_CONTROL_PATH_DIR"
   eval "$(cd "$repo" && "$py" -m tests.harness.cloud env --state-dir "$cloud_dir")"
   export PATH="$repo/.venv/bin:$PATH"
 }

@@ -152,6 +152,12 @@ main() {
                      tests/integration/test_idle_autostop.py tests/integration/test_standin.py
                      tests/integration/test_secrets.py tests/integration/test_class.py
                      tests/integration/test_guard_host.py tests/integration/test_demo.py)
+  # The AWS flows on the emulator (many playbook runs, no stand-in host): a run of their own,
+  # so the playbooks' CPU work spreads over both cores once molecule is done.
+  local flows_tests=(tests/integration/test_off_path.py tests/integration/test_bad_input.py
+                     tests/integration/test_modules_lab_host.py tests/integration/test_modules_lab_info.py
+                     tests/integration/test_throttling.py tests/integration/test_workstation_shortcuts.py
+                     tests/integration/test_workstation_in_the_way.py tests/integration/test_capacity.py)
   local scenarios=(molecule/*/molecule.yml)
   molecule_scenarios=${#scenarios[@]}
   # count, not %: a test count is the progress line's "done" figure.
@@ -163,26 +169,30 @@ main() {
 if hosts_unavailable_reason() is None:
     from tests.harness.standin.image import ensure_base
     ensure_base()' || echo "  (no stand-in image could be made here; the runs will say why)"
-  step "molecule (all scenarios) and pytest (two halves), side by side; logs in tests/output/"
+  step "molecule (all scenarios) and pytest (three parts), side by side; logs in tests/output/"
   echo "  (a line every ${progress_every} s saying where each is; about 14 minutes in all)"
   watch_start=$SECONDS
   start_run molecule molecule "$logs/molecule.log" \
     env MOLECULE_GLOB='molecule/*/molecule.yml' molecule test --all
   start_run "pytest on stand-in hosts" pytest "$logs/pytest-hosts.log" \
     pytest "${pytest_args[@]}" "${hosts_tests[@]}"
+  start_run "pytest, AWS flows" pytest "$logs/pytest-flows.log" \
+    pytest "${pytest_args[@]}" "${flows_tests[@]}"
   start_run "pytest, the rest" pytest "$logs/pytest.log" \
-    pytest "${pytest_args[@]}" tests "${hosts_tests[@]/#/--deselect=}"
+    pytest "${pytest_args[@]}" tests "${hosts_tests[@]/#/--deselect=}" "${flows_tests[@]/#/--deselect=}"
   watch_runs
-  local molecule_rc=${run_rcs[0]} hosts_rc=${run_rcs[1]} pytest_rc=${run_rcs[2]}
+  local molecule_rc=${run_rcs[0]} hosts_rc=${run_rcs[1]} flows_rc=${run_rcs[2]} pytest_rc=${run_rcs[3]}
 
   step "molecule: exit $molecule_rc"
   if [[ $molecule_rc -ne 0 ]]; then tail -150 "$logs/molecule.log"; fi
   sed -n '/SCENARIO RECAP/,$p' "$logs/molecule.log"
   step "pytest, tests on stand-in hosts: exit $hosts_rc"
   cat "$logs/pytest-hosts.log"
-  step "pytest, the rest: exit $pytest_rc ($((SECONDS - watch_start)) s for all three)"
+  step "pytest, AWS flows: exit $flows_rc"
+  cat "$logs/pytest-flows.log"
+  step "pytest, the rest: exit $pytest_rc ($((SECONDS - watch_start)) s for all four)"
   cat "$logs/pytest.log"
-  exit $((molecule_rc != 0 || hosts_rc != 0 || pytest_rc != 0))
+  exit $((molecule_rc != 0 || hosts_rc != 0 || flows_rc != 0 || pytest_rc != 0))
 }
 
 # Sourced (tests/integration/test_harness_test_sh.py tests the progress functions): define only.

@@ -255,7 +255,9 @@ def test_class_of_30(hosts_cloud: Cloud, aws: Callable[..., Any], classroom: dic
     assert float(report["totals"]["stopped_monthly_usd"]) > 0
 
     # --- teardown: a wrong confirmation removes nothing; one student; then the whole class
-    refused_teardown = play(cloud, room, "teardown", "--limit", lab("s30"), gpu_lab_confirm_teardown=lab("s30"))
+    # (Forced past the unsaved-work guard: s30's host cannot be looked at, see below.)
+    refused_teardown = play(cloud, room, "teardown", "--limit", lab("s30"), gpu_lab_confirm_teardown=lab("s30"),
+                            gpu_lab_force_teardown="true")
     assert refused_teardown.returncode != 0 and "Teardown not confirmed" in flat(refused_teardown)
     assert states(ec2)[lab("s30")] == "running"
     # s30 has no stand-in: its host cannot be looked at for unsaved work, so teardown refuses.

@@ -33,9 +33,23 @@ def ssh_dir_state() -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(ssh.glob("*")) if p.is_file()} if ssh.is_dir() else {}
 
 
+STEP = re.compile(r"^__rc (\S+) (\d+)$", re.M)
+
+
 def steps(output: str) -> dict[str, int]:
-    """The exit code of each step the shell script below marks with `__rc <name> <code>`."""
-    return {m[1]: int(m[2]) for m in re.finditer(r"^__rc (\S+) (\d+)$", output, re.M)}
+    """The exit code of each step the shell script below marks with `__rc <name> <code>`
+    (the interactive shell also echoes the commands: only lines of their own count)."""
+    return {m[1]: int(m[2]) for m in STEP.finditer(output)}
+
+
+def step_output(output: str, name: str) -> str:
+    """What the shell printed from the end of the step before `name` to `name`'s mark."""
+    start = 0
+    for m in STEP.finditer(output):
+        if m[1] == name:
+            return output[start:m.start()]
+        start = m.end()
+    raise AssertionError(f"no step {name} in:\n{output[-3000:]}")
 
 
 def test_the_demo_as_a_newcomer_runs_it(tmp_path: Path) -> None:
@@ -52,13 +66,13 @@ def test_the_demo_as_a_newcomer_runs_it(tmp_path: Path) -> None:
         course_dir = re.sub(r"\.git$", "", course.rstrip("/").rsplit("/", 1)[-1])
 
         script = f"""
-ssh csdl 'echo "print(42)" > ~/{course_dir}/my_work.py'; echo "__rc work $?"
+ssh -n csdl 'echo "print(42)" > ~/{course_dir}/my_work.py'; echo "__rc work $?"
 csdl-status; echo "__rc status $?"
 ansible-playbook launch.yml; echo "__rc relaunch $?"
 csdl-stop; echo "__rc stop $?"
 csdl-start; echo "__rc start $?"
 ansible-playbook teardown.yml -e gpu_lab_confirm_teardown=csdl; echo "__rc teardown $?"
-ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -i ~/.ssh/csdl-server.pem ubuntu@$CSDL_IP true
+ssh -n -o BatchMode=yes -o StrictHostKeyChecking=accept-new -i ~/.ssh/csdl-server.pem ubuntu@$CSDL_IP true
 echo "__rc tutorial_ssh $?"
 exit
 """
@@ -67,11 +81,11 @@ exit
         flat = " ".join(out.split())
         assert steps(out) == {"work": 0, "status": 0, "relaunch": 0, "stop": 0, "start": 0, "teardown": 2,
                               "tutorial_ssh": 0}, out[-5000:]
-        relaunch = out[out.index("__rc status"):out.index("__rc relaunch")]
+        relaunch = step_output(out, "relaunch")
         assert {h: c["changed"] for h, c in recaps(relaunch).items()} == {"localhost": 0, "csdl-server": 0}, relaunch
-        stop = out[out.index("__rc relaunch"):out.index("__rc stop")]
+        stop = step_output(out, "stop")
         assert "my_work.py" in stop, stop[-3000:]
-        teardown = out[out.index("__rc start"):out.index("__rc teardown")]
+        teardown = step_output(out, "teardown")
         assert "Refusing to go on" in " ".join(teardown.split()) and "my_work.py" in teardown, teardown[-3000:]
         assert "running" in flat
         # The tutorial's own ssh line wrote its host key into the sandbox, not the user's home.

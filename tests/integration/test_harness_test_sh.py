@@ -192,7 +192,8 @@ def test_the_whole_script_keeps_its_logs_exit_code_and_closing_report(tmp_path: 
     assert "pytest, the rest ended, exit 1: 1 failed, 2 passed in 2.00s" in out
     report = out[out.index("== molecule: exit 0"):]
     assert "SCENARIO RECAP\nonly : actions=1 successful=1" in report
-    assert report.index("== pytest, tests on stand-in hosts: exit 0") < report.index("== pytest, the rest: exit 1 (")
+    assert report.index("== pytest, tests on stand-in hosts: exit 0") < report.index("== pytest, AWS flows: exit 0") \
+        < report.index("== pytest, the rest: exit 1 (")
     assert report.rstrip().endswith("1 failed, 2 passed in 2.00s")
     called = args.read_text()
     # The image first, in the foreground (its lines on the terminal), then the three runs.
@@ -200,5 +201,5 @@ def test_the_whole_script_keeps_its_logs_exit_code_and_closing_report(tmp_path: 
     assert called.index("python -c") < min(called.index("MOLECULE_GLOB"), called.index("pytest "))
     assert "[gpu_lab stand-in] building the image" in done.stderr
     assert "MOLECULE_GLOB=molecule/*/molecule.yml test --all" in called
-    assert called.count("-o console_output_style=count") == 2
+    assert called.count("-o console_output_style=count") == 3
     assert "--deselect=tests/integration/test_standin.py" in called

@@ -250,3 +250,24 @@ def test_a_type_without_gpu_launches_when_allowed(cloud: Cloud, aws: Any, tmp_pa
                        gpu_lab_fallback_instance_types="[]"))
     assert "Lab csdl is up: m5.xlarge" in flat(result)
     assert [i["InstanceType"] for i in live(aws)] == ["m5.xlarge"]
+
+
+def test_status_since_is_the_last_start(cloud: Cloud, tmp_path: Path) -> None:
+    """0.3.0 said "running since" the first launch after a stop and start, and counted the
+    stopped hours (the emulator kept LaunchTime; EC2 sets it at each start)."""
+    import datetime as dt
+    import time
+
+    home, path = tmp_path / "home", tmp_path / "status.json"
+    ok(launch(cloud, home))
+    first = json.loads((ok(run_playbook("status", cloud.env(), home, {"gpu_lab_status_file": str(path)})),
+                        path.read_text())[1])
+    ok(run_playbook("stop", cloud.env(), home, {}))
+    time.sleep(2)
+    started_after = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
+    ok(run_playbook("start", cloud.env(), home, LAB))
+    ok(run_playbook("status", cloud.env(), home, {"gpu_lab_status_file": str(path)}))
+    again = json.loads(path.read_text())
+    assert again["state"] == "running"
+    since = dt.datetime.strptime(again["since_utc"], "%Y-%m-%d %H:%M:%S")
+    assert since >= started_after > dt.datetime.strptime(first["since_utc"], "%Y-%m-%d %H:%M:%S"), (first, again)
