@@ -28,6 +28,6 @@ lint: setup
 	@scripts/test.sh lint
 
 bench: setup
-	@.venv/bin/python bench/lifecycle.py
-	@.venv/bin/python bench/inventory.py
-	@if [ "$$(id -u)" = 0 ]; then .venv/bin/python bench/launch_e2e.py; else echo "bench/launch_e2e.py needs root (stand-in hosts): skipped"; fi
+	@.venv/bin/python -m bench.lifecycle
+	@.venv/bin/python -m bench.inventory
+	@if [ "$$(id -u)" = 0 ]; then .venv/bin/python -m bench.launch_e2e; else echo "bench/launch_e2e.py needs root (stand-in hosts): skipped"; fi

@@ -1,7 +1,7 @@
 """Benchmark: a class's launch (and stop, start, teardown) with 1, 10 and 30 labs in one run
 against the emulator: wall time and AWS API calls, and how the time grows with the class.
 
-    .venv/bin/python bench/class_scale.py [--sizes 1,10,30] [--runs N] [--lifecycle]
+    .venv/bin/python -m bench.class_scale [--sizes 1,10,30] [--runs N] [--lifecycle]
 
 Each run starts from an empty emulated account and a fresh staff home, with a roster of N
 students (each with an ed25519 key of their own) and the example class's settings
@@ -16,15 +16,12 @@ import argparse
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.harness.emulator import Emulator  # noqa: E402
-from tests.playbook import REPO, recaps, run_playbook  # noqa: E402
+from local_cloud.emulator import Emulator
+from tests.playbook import REPO, recaps, run_playbook
 
 CLASS = "bench"
 EXTRA = {"gpu_lab_ssh_cidr": "198.51.100.0/24", "gpu_lab_wait_for_ssh": "false", "gpu_lab_confirm_teardown": CLASS,

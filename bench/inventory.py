@@ -19,7 +19,7 @@ the real CLI for both plugins on the same instances with equivalent configuratio
 
 Each figure is the median of --runs runs after one warm-up run. Usage, from the repo root:
 
-    .venv/bin/python bench/inventory.py [--instances 500] [--students 300] [--runs 5] [--markdown] [--class-only]
+    .venv/bin/python -m bench.inventory [--instances 500] [--students 300] [--runs 5] [--markdown] [--class-only]
 
 --class-only measures the class cases (and the baseline) alone, without the fleet.
 
@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script: the harness lives in the repo, not in the venv
 
-from tests.harness.emulator import DEFAULT_REGIONS, Emulator
+from local_cloud.emulator import DEFAULT_REGIONS, Emulator
 
 ANSIBLE_INVENTORY = REPO / ".venv" / "bin" / "ansible-inventory"
 EMPTY_REGIONS = ("eu-central-1", "ap-southeast-2", "sa-east-1")
@@ -357,7 +356,7 @@ def report(results: dict[str, Case], fleet: dict[str, int], args: Any, load: tup
         return
     print("## Inventory plugin: `csdl.gpu_lab.gpu_lab` vs `amazon.aws.aws_ec2`\n")
     print(
-        f"`.venv/bin/python bench/inventory.py --instances {args.instances} --students {args.students} "
+        f"`.venv/bin/python -m bench.inventory --instances {args.instances} --students {args.students} "
         f"--runs {args.runs} --markdown{' --class-only' if args.class_only else ''}`"
     )
     print(f"against the EC2 emulator: {fleet_line}. {machine}, {load_line}.")

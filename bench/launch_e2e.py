@@ -1,6 +1,6 @@
 """Benchmark: end-to-end launch until Jupyter answers through the SSH tunnel, and its re-run.
 
-    .venv/bin/python bench/launch_e2e.py [--runs N]
+    .venv/bin/python -m bench.launch_e2e [--runs N]
 
 Needs root on Linux (a booted stand-in host, whose /opt/pytorch already has JupyterLab, as
 the Deep Learning AMI does). Each run starts from an empty emulated account and a fresh
@@ -16,17 +16,14 @@ import re
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.harness.cloud import Cloud  # noqa: E402
-from tests.harness.course import make_course_repo  # noqa: E402
-from tests.playbook import recaps, run_playbook  # noqa: E402
+from local_cloud.cloud import Cloud
+from local_cloud.course import make_course_repo
+from tests.playbook import recaps, run_playbook
 
 LAB = "bench"
 

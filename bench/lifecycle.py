@@ -1,6 +1,6 @@
 """Benchmark: wall time and AWS API calls of each lifecycle step against the emulator.
 
-    .venv/bin/python bench/lifecycle.py [--runs N] [--markdown]
+    .venv/bin/python -m bench.lifecycle [--runs N] [--markdown]
 
 Each run starts from an empty emulated account: cold launch, re-run, stop, start,
 teardown; then the plain amazon.aws yardstick (bench/baseline_playbook.yml), cold and
@@ -18,10 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.harness.emulator import Emulator  # noqa: E402
-from tests.playbook import REPO, recap, run_playbook  # noqa: E402
+from local_cloud.emulator import Emulator
+from tests.playbook import REPO, recap, run_playbook
 
 LAB = {"gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false", "gpu_lab_confirm_teardown": "csdl",
        # The AWS half only: no host was set up to look at for unsaved work.

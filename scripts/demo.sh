@@ -64,14 +64,14 @@ sandbox_env() {
   ANSIBLE_SSH_CONTROL_PATH_DIR="${TMPDIR:-/tmp}/gpu_lab-cp-$(id -u)"
   export ANSIBLE_SSH_CONTROL_PATH_DIR
   mkdir -p "$ANSIBLE_SSH_CONTROL_PATH_DIR" && chmod 0700 "$ANSIBLE_SSH_CONTROL_PATH_DIR"
-  eval "$(cd "$repo" && "$py" -m tests.harness.cloud env --state-dir "$cloud_dir")"
+  eval "$(cd "$repo" && "$py" -m local_cloud env --state-dir "$cloud_dir")"
   export PATH="$repo/.venv/bin:$PATH"
 }
 
 case "${1:-up}" in
   up)
     say "sandbox home: $sandbox_home (your own ~/.ssh and shell files are not touched)"
-    (cd "$repo" && "$py" -m tests.harness.cloud up --state-dir "$cloud_dir")
+    (cd "$repo" && "$py" -m local_cloud up --state-dir "$cloud_dir")
     sandbox_env
     info() { "$py" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$cloud_dir/cloud.json" "$1"; }
     extra=()
@@ -100,7 +100,7 @@ case "${1:-up}" in
     ;;
   down)
     if [[ -f "$cloud_dir/cloud.json" ]]; then
-      (cd "$repo" && "$py" -m tests.harness.cloud down --state-dir "$cloud_dir") || true
+      (cd "$repo" && "$py" -m local_cloud down --state-dir "$cloud_dir") || true
     fi
     if [[ -e "$demo" && ! -e "$mark" && "$demo" != "$repo/.demo" ]]; then
       echo "$demo is not a gpu_lab demo folder (no $mark): not deleted" >&2

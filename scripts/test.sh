@@ -165,9 +165,9 @@ main() {
   # The stand-in hosts' image, made here in the foreground when missing (about 40 s, once),
   # where its progress reaches the terminal: inside the runs it would only reach their logs,
   # and molecule's cloud would wait on the lock of the build that pytest had started.
-  python -c 'from tests.harness.cloud import hosts_unavailable_reason
+  python -c 'from local_cloud.cloud import hosts_unavailable_reason
 if hosts_unavailable_reason() is None:
-    from tests.harness.standin.image import ensure_base
+    from local_cloud.standin.image import ensure_base
     ensure_base()' || echo "  (no stand-in image could be made here; the runs will say why)"
   step "molecule (all scenarios) and pytest (three parts), side by side; logs in tests/output/"
   echo "  (a line every ${progress_every} s saying where each is; about 14 minutes in all)"

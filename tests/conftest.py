@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.cloud import Cloud
+from local_cloud.cloud import Cloud
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """The scenario's lab host on the emulated cloud, made and removed through the EC2 API.
-Run it with the cloud's environment (`python -m tests.harness.cloud env`): boto3 then
+Run it with the cloud's environment (`python -m local_cloud env`): boto3 then
 talks to the emulator.
 
     python lab_instance.py up   --name NAME --key-file FILE --out FILE

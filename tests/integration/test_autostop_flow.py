@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.harness.cloud import Cloud
-from tests.harness.course import make_course_repo
+from local_cloud.cloud import Cloud
+from local_cloud.course import make_course_repo
 from tests.jupyter_access import Tunnel, free_port, wait_for_jupyter
 from tests.playbook import run_playbook
 

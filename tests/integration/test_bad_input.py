@@ -8,8 +8,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.harness.cloud import Cloud
-from tests.harness.emulator import Emulator
+from local_cloud.cloud import Cloud
+from local_cloud.emulator import Emulator
 from tests.playbook import run_playbook
 
 GOOD = {"gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false"}

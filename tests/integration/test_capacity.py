@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
+from local_cloud.cloud import Cloud
 from tests.aws_state import lab_state
-from tests.harness.cloud import Cloud
 from tests.playbook import recap, run_playbook
 
 LAB = {"gpu_lab_name": "cap", "gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false",
        "gpu_lab_confirm_teardown": "cap",
        # The AWS half only: no host was set up to look at for unsaved work.
        "gpu_lab_force_teardown": "true"}
-CAPACITY = "InsufficientInstanceCapacity"   # HTTP 500, as AWS sends it (tests/harness/faults.py)
+CAPACITY = "InsufficientInstanceCapacity"   # HTTP 500, as AWS sends it (local_cloud/faults.py)
 QUOTA = "VcpuLimitExceeded"                 # HTTP 400
 LAUNCH_CALLS = ["ec2:RunInstances", "ec2:StartInstances"]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.cloud import Cloud
+from local_cloud.cloud import Cloud
 from tests.jupyter_access import Tunnel, free_port, http
 from tests.playbook import REPO, changed_tasks, recaps, run_playbook
 

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.harness.cloud import Cloud
+from local_cloud.cloud import Cloud
 from tests.playbook import REPO, recaps, run_playbook
 
 CLASS = "td"

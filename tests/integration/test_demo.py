@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.cloud import hosts_unavailable_reason
+from local_cloud.cloud import hosts_unavailable_reason
 from tests.playbook import REPO, recaps
 
 pytestmark = pytest.mark.hosts

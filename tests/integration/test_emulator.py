@@ -14,8 +14,8 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from tests.harness.cloud import Cloud
-from tests.harness.emulator import (
+from local_cloud.cloud import Cloud
+from local_cloud.emulator import (
     AMAZON_OWNER_ID,
     DEFAULT_REGIONS,
     DLAMI_LINES,
@@ -80,7 +80,7 @@ def test_reset_forgets_resources_and_seeds_again(emulator: Emulator) -> None:
 FIRST_KEY_PAIRS_CALL = """
 import boto3
 from moto.ec2.responses._base_response import EC2BaseResponse
-from tests.harness.emulator import Emulator
+from local_cloud.emulator import Emulator
 
 emulator = Emulator().start()
 shared = EC2BaseResponse.RESPONSE_KEY_PATH_TO_TRANSFORMER
@@ -106,7 +106,7 @@ def test_first_describe_key_pairs_leaves_shared_state_alone() -> None:
     assert before == after
 
 
-# --- as strict as EC2 where the flows touch it (tests/harness/aws_rules.py) -------------
+# --- as strict as EC2 where the flows touch it (local_cloud/aws_rules.py) -------------
 
 def launch_time(ec2: Any, instance_id: str) -> dt.datetime:
     return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["LaunchTime"]

@@ -25,9 +25,9 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from tests.harness.cloud import Cloud
-from tests.harness.emulator import Emulator
-from tests.harness.faults import FaultInjector, RemoteFaults
+from local_cloud.cloud import Cloud
+from local_cloud.emulator import Emulator
+from local_cloud.faults import FaultInjector, RemoteFaults
 from tests.playbook import REPO
 
 ONE_ATTEMPT = Config(retries={"total_max_attempts": 1})
@@ -408,7 +408,7 @@ def test_remote_client_and_cli(emulator: Emulator) -> None:
     assert remote.remove(rule["id"]) and not remote.remove(rule["id"])
 
     cli = subprocess.run(
-        [sys.executable, "-m", "tests.harness.faults", "--endpoint", emulator.url, "add", "ec2:RunInstances",
+        [sys.executable, "-m", "local_cloud.faults", "--endpoint", emulator.url, "add", "ec2:RunInstances",
          "Unsupported", "--where", "InstanceType=g6.xlarge", "--where", "zone=us-east-1e", "--first", "1"],
         cwd=REPO, capture_output=True, text=True, check=False)
     assert cli.returncode == 0, cli.stderr
@@ -418,7 +418,7 @@ def test_remote_client_and_cli(emulator: Emulator) -> None:
     assert "not supported in your requested Availability Zone (us-east-1e)" in error.response["Error"]["Message"]
     run_g6(ec2, emulator, Placement={"AvailabilityZone": "us-east-1e"})  # first=1: only the first
 
-    bad = subprocess.run([sys.executable, "-m", "tests.harness.faults", "--endpoint", emulator.url, "add", "*",
+    bad = subprocess.run([sys.executable, "-m", "local_cloud.faults", "--endpoint", emulator.url, "add", "*",
                           "InternalError", "--status", "200"], cwd=REPO, capture_output=True, text=True, check=False)
     assert bad.returncode == 1 and "status must be an HTTP error status" in bad.stderr
     remote.clear()

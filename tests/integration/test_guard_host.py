@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness.cloud import Cloud
-from tests.harness.course import make_course_repo
-from tests.harness.emulator import DLAMI_LINES, dlami_parameter_name
+from local_cloud.cloud import Cloud
+from local_cloud.course import make_course_repo
+from local_cloud.emulator import DLAMI_LINES, dlami_parameter_name
 from tests.playbook import changed_tasks, recaps, run_playbook
 
 pytestmark = pytest.mark.hosts

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.standin import image
-from tests.harness.standin.system import CommandError, file_lock
+from local_cloud.standin import image
+from local_cloud.standin.system import CommandError, file_lock
 
 
 class FakeTools:

@@ -12,7 +12,7 @@ import botocore.config
 import botocore.exceptions
 import pytest
 
-from tests.harness.silent import silent_endpoint, silent_server
+from local_cloud.silent import silent_endpoint, silent_server
 
 REQUEST = b"GET /api/status HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n"
 

@@ -41,8 +41,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.cloud import REPO, Cloud
-from tests.harness.emulator import DLAMI_LINES, dlami_parameter_name
+from local_cloud.cloud import REPO, Cloud
+from local_cloud.emulator import DLAMI_LINES, dlami_parameter_name
 from tests.playbook import recap, run_playbook
 
 CHECKER_PATH = REPO / "roles" / "idle_autostop" / "files" / "idle_check.py"

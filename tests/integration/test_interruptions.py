@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from local_cloud.cloud import Cloud
 from tests.aws_state import lab_state
-from tests.harness.cloud import Cloud
 from tests.playbook import REPO, playbook_command, recap, run_playbook
 
 LAB = {"gpu_lab_name": "intr", "gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false"}

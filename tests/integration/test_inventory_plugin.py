@@ -27,8 +27,8 @@ import pytest
 import yaml
 from ansible.plugins.loader import init_plugin_loader
 
-from tests.harness.cloud import Cloud
-from tests.harness.emulator import Emulator
+from local_cloud.cloud import Cloud
+from local_cloud.emulator import Emulator
 from tests.inventory_listing import hosts_of, plain
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.cloud import Cloud
+from local_cloud.cloud import Cloud
 from tests.integration.test_modules_lab_info import (
     Modules,
     launch_spec,

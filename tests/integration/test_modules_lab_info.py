@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.cloud import Cloud
-from tests.harness.silent import silent_endpoint
+from local_cloud.cloud import Cloud
+from local_cloud.silent import silent_endpoint
 from tests.playbook import BIN, REPO
 
 LIVE = ("pending", "running", "stopping", "stopped")

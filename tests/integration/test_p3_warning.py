@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.harness.cloud import Cloud
+from local_cloud.cloud import Cloud
 from tests.playbook import recap, run_playbook
 
 

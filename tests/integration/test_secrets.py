@@ -29,8 +29,8 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.cloud import Cloud
-from tests.harness.course import make_course_repo
+from local_cloud.cloud import Cloud
+from local_cloud.course import make_course_repo
 from tests.playbook import REPO, run_playbook
 
 LAB = "hush"

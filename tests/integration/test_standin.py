@@ -26,12 +26,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.harness.cloud import REPO, Cloud, hosts_unavailable_reason, read_info
-from tests.harness.emulator import DLAMI_LINES, dlami_parameter_name
-from tests.harness.standin import cloudinit, image, net
-from tests.harness.standin.cleanup import OWNERS, _start_time, reap_orphans
-from tests.harness.standin.host import ssh_answers, state_tag
-from tests.harness.standin.system import file_lock, mounts_under
+from local_cloud.cloud import REPO, Cloud, hosts_unavailable_reason, read_info
+from local_cloud.emulator import DLAMI_LINES, dlami_parameter_name
+from local_cloud.standin import cloudinit, image, net
+from local_cloud.standin.cleanup import OWNERS, _start_time, reap_orphans
+from local_cloud.standin.host import ssh_answers, state_tag
+from local_cloud.standin.system import file_lock, mounts_under
 
 pytestmark = [
     pytest.mark.hosts,
@@ -541,10 +541,10 @@ def _launch_booted(cloud_env: dict[str, str], hosts: Path, timeout: float = 30) 
 
 
 def cloud_cli(command: str, state: Path) -> None:
-    """`python -m tests.harness.cloud COMMAND` as the demo and molecule run it: the cloud
+    """`python -m local_cloud COMMAND` as the demo and molecule run it: the cloud
     lives in its own process (moto's state is per process: a second Cloud in this one
     would share the session cloud's instances)."""
-    subprocess.run([sys.executable, "-m", "tests.harness.cloud", command, "--state-dir", str(state)],
+    subprocess.run([sys.executable, "-m", "local_cloud", command, "--state-dir", str(state)],
                    cwd=REPO, check=True, capture_output=True, timeout=120)
 
 

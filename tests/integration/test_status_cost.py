@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.cloud import Cloud
-from tests.harness.emulator import ACCOUNT_ID
+from local_cloud.cloud import Cloud
+from local_cloud.emulator import ACCOUNT_ID
 from tests.playbook import run_playbook
 
 LAB = {"gpu_lab_name": "costlab", "gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false",

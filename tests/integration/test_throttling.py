@@ -15,8 +15,8 @@ from typing import Any
 
 import boto3
 
-from tests.harness.cloud import Cloud
-from tests.harness.emulator import READ_ONLY_PREFIXES, Emulator
+from local_cloud.cloud import Cloud
+from local_cloud.emulator import READ_ONLY_PREFIXES, Emulator
 from tests.playbook import changed_tasks, recaps, run_playbook
 
 LAB = "thr"

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.cloud import Cloud
-from tests.harness.course import make_course_repo
+from local_cloud.cloud import Cloud
+from local_cloud.course import make_course_repo
 from tests.jupyter_access import Tunnel, free_port, http, http_json, wait_for_jupyter
 from tests.playbook import REPO, changed_tasks, recaps, run_playbook
 

@@ -13,7 +13,7 @@ import json
 import shlex
 from pathlib import Path
 
-from tests.harness.cloud import Cloud
+from local_cloud.cloud import Cloud
 from tests.playbook import BIN, REPO, run_playbook
 
 LAB = "csdl"

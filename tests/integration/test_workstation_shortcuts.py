@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.cloud import Cloud
+from local_cloud.cloud import Cloud
 from tests.playbook import BIN, REPO
 
 LAB = "csdl"

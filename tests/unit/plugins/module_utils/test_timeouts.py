@@ -2,7 +2,7 @@
 sentence, and still ride out throttling with their usual retries.
 
 The clients here are real botocore clients against loopback listeners: one that accepts and
-never answers (tests/harness/silent.py), and one that answers "slow down" a few times first.
+never answers (local_cloud/silent.py), and one that answers "slow down" a few times first.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
+from local_cloud.silent import silent_endpoint
 from plugins.module_utils.timeouts import (
     CONNECT_TIMEOUT_S,
     READ_TIMEOUT_S,
@@ -28,7 +29,6 @@ from plugins.module_utils.timeouts import (
     timeout_message,
     timeouts,
 )
-from tests.harness.silent import silent_endpoint
 
 
 def ec2_client(url: str, config: Any) -> Any:

@@ -25,9 +25,9 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.harness.standin import cgroups, net
-from tests.harness.standin.image import UID, USER, VENV
-from tests.harness.standin.system import is_mounted, mounts_under, run, unmount
+from local_cloud.standin import cgroups, net
+from local_cloud.standin.image import UID, USER, VENV
+from local_cloud.standin.system import is_mounted, mounts_under, run, unmount
 
 EXIT_REBOOT = 133  # systemd-nspawn's exit code when the guest reboots
 SHARE_IN_GUEST = "/srv/share"

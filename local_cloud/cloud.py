@@ -5,9 +5,9 @@ Used three ways:
 * by pytest, in-process (``Cloud(...).start()``, see tests/conftest.py);
 * by the embedded default (``make demo``) and molecule, as a background process:
 
-    python -m tests.harness.cloud up   --state-dir DIR [--no-hosts]
-    python -m tests.harness.cloud env  --state-dir DIR     # shell exports for the API
-    python -m tests.harness.cloud down --state-dir DIR     # leaves nothing behind
+    python -m local_cloud up   --state-dir DIR [--no-hosts]
+    python -m local_cloud env  --state-dir DIR     # shell exports for the API
+    python -m local_cloud down --state-dir DIR     # leaves nothing behind
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.harness.emulator import DEFAULT_REGIONS, Emulator
+from local_cloud.emulator import DEFAULT_REGIONS, Emulator
 
 if TYPE_CHECKING:
-    from tests.harness.standin.controller import Want
+    from local_cloud.standin.controller import Want
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def hosts_unavailable_reason() -> str | None:
@@ -68,7 +68,7 @@ class Cloud:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.emulator.start()
         if self.hosts:
-            from tests.harness.standin.controller import HostController
+            from local_cloud.standin.controller import HostController
 
             self.controller = HostController(self.emulator, self.state_dir / "hosts", want=self.want)
             self.controller.start()
@@ -95,7 +95,7 @@ def serve(state_dir: Path, hosts: bool, port: int) -> None:
     info = {"pid": os.getpid(), "env": cloud.env(), "hosts": cloud.hosts,
             "hosts_reason": cloud.hosts_reason, "course_repo": ""}
     if cloud.controller is not None:
-        from tests.harness.course import make_course_repo
+        from local_cloud.course import make_course_repo
 
         info["course_repo"], _ = make_course_repo(cloud.controller.share_dir)
     tmp = _info_path(state_dir).with_suffix(".tmp")
@@ -127,11 +127,11 @@ def up(state_dir: Path, hosts: bool, port: int, timeout: float = 60) -> dict[str
         # The first build of the stand-in image (about 40 s, once) runs here, in the
         # foreground, where its progress lines reach the terminal (the background cloud's
         # output goes to cloud.log), and before the start's bound below begins.
-        from tests.harness.standin.image import ensure_base
+        from local_cloud.standin.image import ensure_base
 
         ensure_base()
     log = (state_dir / "cloud.log").open("ab")
-    cmd = [sys.executable, "-m", "tests.harness.cloud", "serve", "--state-dir", str(state_dir),
+    cmd = [sys.executable, "-m", "local_cloud", "serve", "--state-dir", str(state_dir),
            "--port", str(port)] + ([] if hosts else ["--no-hosts"])
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                             start_new_session=True)
@@ -170,7 +170,7 @@ def down(state_dir: Path, timeout: float = 60) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.harness.cloud", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m local_cloud", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "env", "serve"])
     parser.add_argument("--state-dir", type=Path, default=REPO / ".demo" / "cloud")

@@ -10,5 +10,5 @@ instance, reachable over SSH at the instance's Elastic IP (a 127.x.y.z address).
 * ``cleanup``: owner records, ``cleanup_stale`` and ``reap_orphans`` (after a crash);
 * ``system``: running commands, mounts, file locks.
 
-Needs root on Linux; ``tests.harness.cloud.hosts_unavailable_reason()`` says why not.
+Needs root on Linux; ``local_cloud.cloud.hosts_unavailable_reason()`` says why not.
 """

@@ -10,9 +10,9 @@ module is patched. On top of moto this adds, in one WSGI middleware:
   (``GET /_gpu_lab/calls``, ``DELETE /_gpu_lab/calls`` to reset); calls answered by an
   interceptor instead of moto are counted too, and also as ``injected``;
 * fault injection (``emulator.faults``, ``/_gpu_lab/faults``): chosen calls answered with
-  real AWS errors, see tests/harness/faults.py;
+  real AWS errors, see local_cloud/faults.py;
 * EC2's own rules where moto is laxer (a started instance's LaunchTime, an AMI whose
-  architecture the instance type cannot run), see tests/harness/aws_rules.py.
+  architecture the instance type cannot run), see local_cloud/aws_rules.py.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from tests.harness import aws_rules
-from tests.harness.faults import PATH as FAULTS_PATH
-from tests.harness.faults import FaultInjector, handle_http
-from tests.harness.idempotency import RunInstancesTokens
+from local_cloud import aws_rules
+from local_cloud.faults import PATH as FAULTS_PATH
+from local_cloud.faults import FaultInjector, handle_http
+from local_cloud.idempotency import RunInstancesTokens
 
 ACCOUNT_ID = "123456789012"
 AMAZON_OWNER_ID = "898082745236"  # the account that publishes the Deep Learning AMIs

@@ -27,7 +27,7 @@ In-process::
     emulator.faults.log                              # [Injection(rule=1, action=..., ...)]
     emulator.faults.remove(rule); emulator.faults.clear()
 
-Over HTTP (another process, or ``python -m tests.harness.cloud serve``)::
+Over HTTP (another process, or ``python -m local_cloud serve``)::
 
     POST   /_gpu_lab/faults        {"action": "ec2:RunInstances", "code": "Unsupported",
                                     "where": {"InstanceType": "g6.xlarge"}, "first": 2}
@@ -36,7 +36,7 @@ Over HTTP (another process, or ``python -m tests.harness.cloud serve``)::
     DELETE /_gpu_lab/faults        -> removes every rule and the log (answers what was there)
     DELETE /_gpu_lab/faults/<id>   -> removes one rule
 
-``RemoteFaults(url)`` is the same API over HTTP, and ``python -m tests.harness.faults``
+``RemoteFaults(url)`` is the same API over HTTP, and ``python -m local_cloud.faults``
 the same from a shell (``add``, ``list``, ``remove``, ``clear``; endpoint from
 ``AWS_ENDPOINT_URL``).
 """
@@ -511,7 +511,7 @@ class RemoteFaults:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.harness.faults",
+    parser = argparse.ArgumentParser(prog="python -m local_cloud.faults",
                                      description="Control the emulator's fault injector.")
     parser.add_argument("--endpoint", default=os.environ.get("AWS_ENDPOINT_URL", ""),
                         help="the emulator (default: $AWS_ENDPOINT_URL)")

@@ -19,9 +19,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.harness.standin import cgroups, net
-from tests.harness.standin.host import state_tag
-from tests.harness.standin.system import RUN_DIR, mounts_under, unmount
+from local_cloud.standin import cgroups, net
+from local_cloud.standin.host import state_tag
+from local_cloud.standin.system import RUN_DIR, mounts_under, unmount
 
 OWNERS = RUN_DIR / "owners"
 

@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tests.harness.emulator import ACCOUNT_ID
-from tests.harness.standin import cloudinit, image, net
-from tests.harness.standin.cleanup import claim, cleanup_stale, reap_orphans, record_blocked
-from tests.harness.standin.host import StandIn, ssh_answers
+from local_cloud.emulator import ACCOUNT_ID
+from local_cloud.standin import cloudinit, image, net
+from local_cloud.standin.cleanup import claim, cleanup_stale, reap_orphans, record_blocked
+from local_cloud.standin.host import StandIn, ssh_answers
 
 if TYPE_CHECKING:
-    from tests.harness.emulator import Emulator
+    from local_cloud.emulator import Emulator
 
 DLAMI_NAME_PREFIX = "Deep Learning"
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.harness.standin.system import CommandError, run
+from local_cloud.standin.system import CommandError, run
 
 SUITE = "bookworm"
 # The testbed note's package set (python3-packaging among them: ansible.builtin.pip
@@ -282,5 +282,5 @@ def _prune(cache: Path, keep: str) -> None:
             old.unlink(missing_ok=True)
 
 
-if __name__ == "__main__":  # python -m tests.harness.standin.image: build or check
+if __name__ == "__main__":  # python -m local_cloud.standin.image: build or check
     print(ensure_base())

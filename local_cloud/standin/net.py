@@ -21,7 +21,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tests.harness.standin.system import RUN_DIR, file_lock, run
+from local_cloud.standin.system import RUN_DIR, file_lock, run
 
 NETNS_PREFIX = "gl-"
 VETH_PREFIX = "glh"
