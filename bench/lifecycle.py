@@ -3,9 +3,9 @@
     .venv/bin/python -m bench.lifecycle [--runs N] [--markdown]
 
 Each run starts from an empty emulated account: cold launch, re-run, stop, start,
-teardown; then the plain amazon.aws yardstick (bench/baseline_playbook.yml), cold and
-re-run. API calls are counted at the emulator's HTTP boundary, split into mutating and
-read-only. Prints medians.
+teardown; then the plain amazon.aws yardstick: bench/baseline_playbook.yml (launch), cold
+and re-run, bench/baseline_stop.yml and bench/baseline_teardown.yml. API calls are counted at
+the emulator's HTTP boundary, split into mutating and read-only. Prints medians.
 """
 
 from __future__ import annotations
@@ -24,8 +24,14 @@ from tests.playbook import REPO, recap, run_playbook
 LAB = {"gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false", "gpu_lab_confirm_teardown": "csdl",
        # The AWS half only: no host was set up to look at for unsaved work.
        "gpu_lab_force_teardown": "true"}
-STEPS = ["launch (cold)", "launch (re-run)", "stop", "start", "teardown",
-         "yardstick (cold)", "yardstick (re-run)"]
+# Each step beside the plain amazon.aws playbook doing the same (bench/baseline_*.yml).
+PLAYBOOKS = {
+    "launch (cold)": "launch", "launch (re-run)": "launch", "stop": "stop", "start": "start",
+    "teardown": "teardown",
+    "yardstick (cold)": "bench/baseline_playbook.yml", "yardstick (re-run)": "bench/baseline_playbook.yml",
+    "yardstick stop": "bench/baseline_stop.yml", "yardstick teardown": "bench/baseline_teardown.yml",
+}
+STEPS = list(PLAYBOOKS)
 
 
 def timed(emulator: Emulator, home: Path, playbook: str) -> tuple[float, dict[str, int], dict[str, int]]:
@@ -56,9 +62,7 @@ def main() -> None:
             emulator.reset()
             with tempfile.TemporaryDirectory() as tmp:
                 home = Path(tmp)
-                for step, playbook in zip(STEPS, ["launch", "launch", "stop", "start", "teardown",
-                                                  "bench/baseline_playbook.yml", "bench/baseline_playbook.yml"],
-                                          strict=True):
+                for step, playbook in PLAYBOOKS.items():
                     results[step].append(timed(emulator, home, playbook))
     finally:
         emulator.stop()

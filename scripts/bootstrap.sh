@@ -39,7 +39,7 @@ find_python() {
 }
 
 system_packages=(mmdebstrap systemd-container iproute2 nftables zstd openssh-client
-                 git zsh chromium curl ca-certificates procps)
+                 git zsh chromium curl ca-certificates procps shellcheck)
 install_system_packages() {
   [[ $want_system == 1 ]] || return 0
   if [[ "$(uname -s)" != Linux || $EUID -ne 0 ]] || ! command -v apt-get >/dev/null; then

@@ -57,7 +57,8 @@ sandbox_env() {
   # The emulated security group sees connections from this machine's loopback.
   export GPU_LAB_SSH_CIDR=127.0.0.1/32
   # Ansible's own ssh (the host plays, the shortcuts' playbooks) reads the sandbox's config too.
-  export ANSIBLE_SSH_EXTRA_ARGS="-F $(printf %q "$sandbox_home/.ssh/config")"
+  ANSIBLE_SSH_EXTRA_ARGS="-F $(printf %q "$sandbox_home/.ssh/config")"
+  export ANSIBLE_SSH_EXTRA_ARGS
   # ssh's connection-sharing socket must fit a Unix socket path (about 100 bytes, with the
   # suffix ssh adds): under a sandbox home deep in a checkout it would not, and every host
   # would be unreachable. A short folder of this user's instead.

@@ -564,7 +564,9 @@ def query_ec2(
 
     # Only LaunchTime is kept, yet botocore would run dateutil on every timestamp of every
     # instance (a third of the client's CPU for 500 instances): keep EC2's ISO 8601 text.
-    botocore_session = botocore.session.get_session()
+    from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.aws_loader import with_shared_loader
+
+    botocore_session = with_shared_loader(botocore.session.get_session())
     botocore_session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
     try:
         session = boto3.Session(botocore_session=botocore_session, profile_name=profile or None)

@@ -63,8 +63,10 @@ options:
     description:
       - C(present) runs each lab's instance at its address; C(absent) removes each lab's
         resources (O(addresses), O(instances), O(security_group_id), O(key_name), O(orphans)).
+      - C(stopped) stops each lab's O(instance) (disk and address are kept) and waits until it is
+        stopped - one StopInstances per region for every lab of the call, and one wait for all.
     type: str
-    choices: [present, absent]
+    choices: [present, absent, stopped]
     default: present
     version_added: 0.3.0
   lab:
@@ -1119,6 +1121,65 @@ def _orphans_once(labs: list[dict[str, Any]]) -> None:
         lab["orphans"] = kept
 
 
+# --- stop: a class is one StopInstances per region, not one call per lab
+STOPPABLE = ("pending", "running", "stopping")
+
+
+def stop_labs(module: AnsibleAWSModule, given: list[dict[str, Any]], check_mode: bool) -> dict[str, dict[str, Any]]:
+    """Stops every lab's O(instance) that runs (or is stopping), one StopInstances per region,
+    then waits for all of them at once. Each lab's part: changed (its instance was running),
+    instance (the last state seen), planned (check mode). A region that fails fails its labs."""
+    todo, invalid = check_labs(given, LAB_OPTIONS)
+    result = {name: {"failed": True, "changed": False, "msg": msg} for name, msg in invalid.items()}
+    by_region: dict[str, list[dict[str, Any]]] = {}
+    for lab in todo:
+        instance = lab["instance"] or {}
+        if instance.get("state") not in STOPPABLE:
+            result[lab["lab"]] = {"failed": False, "changed": False, "instance": instance, "planned": []}
+            continue
+        by_region.setdefault(lab["region"] or "", []).append(lab)
+    for region, labs in by_region.items():
+        if check_mode:
+            for lab in labs:
+                running = lab["instance"]["state"] != "stopping"
+                result[lab["lab"]] = {"failed": False, "changed": running, "instance": lab["instance"],
+                                      "planned": [f"stop {lab['instance']['id']}"] if running else []}
+            continue
+        try:
+            states = _stop_region(Region(module, region or None), labs)
+        except (LabFailure, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+            failure = e if isinstance(e, LabFailure) else _failure_of(e, "Could not stop the instances")
+            for lab in labs:
+                result[lab["lab"]] = {"failed": True, "changed": False, "msg": failure.msg}
+            continue
+        for lab in labs:
+            instance = lab["instance"] | {"state": states.get(lab["instance"]["id"], "unknown")}
+            result[lab["lab"]] = {"failed": False, "changed": lab["instance"]["state"] != "stopping",
+                                  "instance": instance, "planned": []}
+    return result
+
+
+def _stop_region(region: Region, labs: list[dict[str, Any]]) -> dict[str, str]:
+    """Stops the labs' instances of one region and waits until every one is stopped; the
+    instances' last states by id."""
+    ids = [lab["instance"]["id"] for lab in labs]
+    to_stop = [lab["instance"]["id"] for lab in labs if lab["instance"]["state"] != "stopping"]
+    if to_stop:
+        region.ec2.stop_instances(InstanceIds=to_stop)
+    deadline = time.monotonic() + max(lab["wait_timeout"] for lab in labs)
+    delay = 0.2
+    while True:
+        found = region.ec2.describe_instances(InstanceIds=ids)["Reservations"]
+        states = {i["InstanceId"]: i["State"]["Name"] for r in found for i in r["Instances"]}
+        if all(states.get(i) in ("stopped", "terminated") for i in ids):
+            return states
+        if time.monotonic() > deadline:
+            late = ", ".join(f"{i} ({states.get(i, 'unknown')})" for i in ids if states.get(i) != "stopped")
+            raise LabFailure(f"Not stopped after {max(lab['wait_timeout'] for lab in labs)} s: {late}.")
+        time.sleep(delay)
+        delay = min(delay * 2, 5)
+
+
 def _failed(e: LabFailure, state: str) -> dict[str, Any]:
     """One lab's part of the answer when it failed: with O(state=absent), what was removed
     before (nothing, for a lab that failed its check); else what it left that bills and the
@@ -1174,7 +1235,7 @@ def main() -> None:
             **{k: v for k, v in LAB_OPTIONS.items() if k not in ("lab", "region")},
             "lab": {"type": "str"},
             "labs": {"type": "list", "elements": "dict"},
-            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "state": {"type": "str", "choices": ["present", "absent", "stopped"], "default": "present"},
         },
         required_one_of=[["lab", "labs"]],
         mutually_exclusive=[["lab", "labs"]],
@@ -1185,6 +1246,17 @@ def main() -> None:
     except ValueError as e:
         module.fail_json(msg=str(e))
     state = module.params["state"]
+    if state == "stopped":
+        given = module.params["labs"]
+        if given is None:
+            given = [{k: module.params.get(k) for k in LAB_OPTIONS}]
+        labs = stop_labs(module, given, module.check_mode)
+        if module.params["labs"] is None:
+            one = next(iter(labs.values()))
+            if one.get("failed"):
+                module.fail_json(msg=one["msg"])
+            module.exit_json(**one)
+        module.exit_json(changed=any(r.get("changed") for r in labs.values()), labs=labs)
     if module.params["labs"] is not None:
         labs = converge_labs(module, module.params["labs"], state, module.check_mode)
         module.exit_json(changed=any(r.get("changed") for r in labs.values()), labs=labs)

@@ -142,8 +142,8 @@ def test_watch_runs_returns_when_the_runs_end_not_at_the_next_progress_line(tmp_
 def test_scripts_are_shellcheck_clean() -> None:
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck is not installed (apt install shellcheck)")
-    done = subprocess.run(["shellcheck", "scripts/test.sh", "scripts/bootstrap.sh"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, check=False)
+    scripts = ["scripts/test.sh", "scripts/bootstrap.sh", "scripts/demo.sh", ".ci/run"]
+    done = subprocess.run(["shellcheck", *scripts], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout
 
 

@@ -91,7 +91,7 @@ def image_of(cloud: Cloud, region: str = "us-east-1", architecture: str = "x86_6
 
 
 def query(lab: str, region: str = "us-east-1", **extra: Any) -> dict[str, Any]:
-    """What lookup.yml asks lab_info about one lab."""
+    """What the labs action asks lab_info about one lab (plugin_utils/lab_run.query)."""
     return {"lab": lab, "region": region, "key_name": f"{lab}-server", "security_group_name": f"{lab}-ssh", **extra}
 
 

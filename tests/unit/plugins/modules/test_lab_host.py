@@ -285,3 +285,28 @@ INSTANCE = {"id": "i-0abc", "type": "g5.xlarge", "zone": "us-east-1b", "state": 
 ], ids=["nothing", "started, no address", "pending, address apart", "address new at a running one", "address only"])
 def test_left_sentence(lab_host: ModuleType, left: dict[str, Any], launched: bool, started: bool, said: str) -> None:
     assert lab_host.left_sentence(left, launched, started) == said
+
+
+def _reservation(*states: tuple[str, str]) -> dict[str, Any]:
+    return {"Reservations": [{"Instances": [{"InstanceId": i, "State": {"Name": s}} for i, s in states]}]}
+
+
+def test_stop_is_one_call_for_the_region_and_one_wait(lab_host: ModuleType, region: FakeRegion) -> None:
+    """Two labs of one region: one StopInstances with both ids (a stopping one is only waited
+    for), then DescribeInstances until every one is stopped."""
+    labs = [params(lab_host, instance={"id": "i-a", "state": "running"}, wait_timeout=60),
+            params(lab_host, lab="dl2", instance={"id": "i-b", "state": "stopping"}, wait_timeout=60)]
+    region.ec2.stop_instances = region.launcher.stop_instances  # the stub that holds the expectation
+    region.writes.add_response("stop_instances", {"StoppingInstances": []}, {"InstanceIds": ["i-a"]})
+    region.reads.add_response("describe_instances", _reservation(("i-a", "stopping"), ("i-b", "stopped")),
+                              {"InstanceIds": ["i-a", "i-b"]})
+    region.reads.add_response("describe_instances", _reservation(("i-a", "stopped"), ("i-b", "stopped")),
+                              {"InstanceIds": ["i-a", "i-b"]})
+    assert lab_host._stop_region(region, labs) == {"i-a": "stopped", "i-b": "stopped"}
+
+
+def test_stop_says_which_instance_did_not_stop_in_time(lab_host: ModuleType, region: FakeRegion) -> None:
+    labs = [params(lab_host, instance={"id": "i-a", "state": "stopping"}, wait_timeout=0)]
+    region.reads.add_response("describe_instances", _reservation(("i-a", "stopping")), {"InstanceIds": ["i-a"]})
+    with pytest.raises(lab_host.LabFailure, match=r"Not stopped after 0 s: i-a \(stopping\)\."):
+        lab_host._stop_region(region, labs)

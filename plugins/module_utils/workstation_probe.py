@@ -1,40 +1,30 @@
-#!/usr/bin/env python3
-"""Look at this machine for the workstation role, in one read-only pass, and print JSON.
+"""What the workstation role looks at on this machine, read-only: the tunnel's local port, the
+server's host keys (ssh-keyscan) and what stands in the way of the role's files.
 
-The role reads it with a pipe lookup on the controller (the machine it configures), so one
-run of this script replaces several module calls. It never fails on what it finds: problems
-go into the JSON (port.error) for the role to report. Output:
+Used by the csdl.gpu_lab.workstation_files module (through module_utils/workstation.py).
+Nothing here writes, and nothing imports Ansible.
 
-- account: home directory and login shell from the passwd entry (ssh uses those, not $HOME),
-  and the operating system;
-- "forwarded": the local port the lab's ssh_config forwards now, if any;
-- "port" (with --wanted): the tunnel's local port. The order of preference:
+- choose_port: the tunnel's local port. The order of preference:
   1. the port this lab's ssh_config already forwards, if it came from the same wanted port
      and no other lab uses it: free, or held by ssh (presumably the lab's own open tunnel),
      or held by a program this user cannot see. Re-runs then never move a working tunnel;
   2. otherwise the wanted port, or the next one up that nothing on this machine listens on
      and no other lab's ssh_config forwards;
-- "keyscan" (with --keyscan ADDRESS): ssh-keyscan's lines, whether they hold a host key, and
-  the tries it took (1 + retries at most, a delay apart, while the server boots). It runs
-  while the rest is looked at;
-- "stat": per --stat path, its type, mode and (regular files) SHA-1, or null when missing.
-  No file content is printed: the role compares hashes;
-- "want": per --dir / --file path (a directory the role keeps, a file it writes), what stands
-  in the way, each as one sentence that says what to do, or null:
-  "problem": something there that the role can never use (a file where the directory must be,
-  a directory where the file must be, a file it must read but cannot), whatever it writes;
-  "write": why this user cannot create or change it (the role fails on it only when it would
-  write there). Symbolic links are followed, as the role's writes follow them.
-  The role fails on these before its first write, so a run that cannot finish writes nothing.
+- Keyscan: ssh-keyscan's lines, whether they hold a host key, and the tries it took (1 +
+  retries at most, a delay apart, while the server boots). It runs while the rest is looked at;
+- describe: a path's type, mode and (regular files) SHA-1, or None when missing;
+- Access.wanted: for a directory the role keeps or a file it writes, what stands in the way,
+  each as one sentence that says what to do, or None: "problem", something there that the
+  role can never use (a file where the directory must be, a directory where the file must
+  be, a file it must read but cannot), whatever it writes; "write", why this user cannot
+  create or change it (the role fails on it only when it would write there). Symbolic links
+  are followed, as the role's writes follow them.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
-import platform
 import pwd
 import re
 import shlex
@@ -46,7 +36,7 @@ import time
 from pathlib import Path
 
 FORWARD = re.compile(r"^\s*LocalForward\s+(?:\S*:)?(\d+)\s", re.IGNORECASE | re.MULTILINE)
-# A known_hosts line's key, host field optional: what the role pins (see vars/main.yml).
+# A known_hosts line's key, host field optional: what the role pins (see workstation.pins_of_lines).
 HOST_KEY = re.compile(r"^(?![#@])(?:(?!ssh-|ecdsa-|sk-)\S+\s+)?(?:ssh-|ecdsa-|sk-)\S+\s+[A-Za-z0-9+/]+={0,3}(?:\s|$)")
 
 
@@ -248,45 +238,3 @@ class Access:
             return {"problem": None, "write": self.read_only(path)}
         # A changed file is written beside it, then renamed over it.
         return {"problem": None, "write": self.directory(real.parent)}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lab", required=True)
-    parser.add_argument("--gpu-lab-dir", required=True, type=Path)
-    parser.add_argument("--wanted", type=int, help="the wanted local port: choose the tunnel's port")
-    parser.add_argument("--tries", default=20, type=int)
-    parser.add_argument("--keyscan", metavar="ADDRESS", help="scan this address's host keys")
-    parser.add_argument("--keyscan-timeout", default=5, type=int)
-    parser.add_argument("--keyscan-retries", default=5, type=int)
-    parser.add_argument("--keyscan-delay", default=3, type=int)
-    # Keys of "stat" are the paths exactly as given: the role looks them up by its own strings.
-    parser.add_argument("--stat", action="append", default=[])
-    parser.add_argument("--dir", action="append", default=[], help="a directory the role keeps (makes, sets its mode)")
-    parser.add_argument("--file", action="append", default=[], help="a file the role reads and may write")
-    args = parser.parse_args()
-
-    # The scan waits on the network: it runs while the rest is looked at.
-    scan = args.keyscan and Keyscan(args.keyscan, args.keyscan_timeout, args.keyscan_retries, args.keyscan_delay)
-    account = pwd.getpwuid(os.getuid())
-    facts: dict[str, object] = {
-        "lab": args.lab,
-        "user_dir": account.pw_dir,
-        "user_shell": account.pw_shell,
-        "system": platform.system(),
-        "forwarded": forwarded_port(args.gpu_lab_dir / args.lab / "ssh_config"),
-        "stat": {path: describe(Path(path)) for path in args.stat},
-    }
-    if args.dir or args.file:
-        access = Access()
-        facts["want"] = {**{path: access.wanted(Path(path), "directory") for path in args.dir},
-                         **{path: access.wanted(Path(path), "file") for path in args.file}}
-    if args.wanted is not None:
-        facts["port"] = choose_port(args.lab, args.gpu_lab_dir, args.wanted, args.tries)
-    if scan:
-        facts["keyscan"] = scan.result()
-    print(json.dumps(facts))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,94 @@
+# Copyright: gpu_lab developers
+# MIT License
+"""The lab_status_with_host and lab_status_lines filters: the status view of one's own lab."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: lab_status_lines
+short_description: The lines status.yml shows for one's own lab
+version_added: 0.4.0
+description:
+  - Renders C(ec2_gpu_host_status) (as C(lab_status_with_host) completed it) as the status view's
+    lines - lab, state and since when, instance, address, price, the running period's cost, what
+    it costs while stopped, idle auto-stop and its last check, warnings. Lines with nothing to
+    say are left out.
+  - C(lab_status_with_host) adds what the lab's host said (C(idle_autostop_status)) under
+    C(autostop), and a warning when idle auto-stop is enabled but not healthy (not right after a
+    boot, before the checker's first run).
+options:
+  _input:
+    description: C(ec2_gpu_host_status).
+    type: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+status: "{{ ec2_gpu_host_status | csdl.gpu_lab.lab_status_with_host(idle_autostop_status | default({})) }}"
+msg: "{{ ec2_gpu_host_status | csdl.gpu_lab.lab_status_lines }}"
+"""
+
+RETURN = r"""
+_value:
+  description: The view's lines (C(lab_status_lines)), or the status with C(autostop) (C(lab_status_with_host)).
+  type: list
+  elements: str
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+# Right after a boot the checker has not run yet: that is not a fault.
+FIRST_CHECK_PENDING = "no check has run since the host started"
+
+
+def lab_status_with_host(status: Mapping[str, Any], idle: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The status with the host's idle auto-stop answer ({} when the host was not asked)."""
+    idle = dict(idle or {})
+    warnings = list(status.get("warnings") or [])
+    reason = str(idle.get("reason", ""))
+    if idle and idle.get("enabled") and not idle.get("healthy") and not reason.startswith(FIRST_CHECK_PENDING):
+        warnings.append(f"Idle auto-stop is not healthy: {reason}")
+    return {**status, "autostop": idle, "warnings": warnings}
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _line(label: str, text: str) -> str:
+    return f"{label:<10} {text}"
+
+
+def lab_status_lines(s: Mapping[str, Any]) -> list[str]:
+    """The status view's lines."""
+    instance = bool(s.get("instance_id"))
+    since = f" since {s['since_utc']} UTC ({s['hours_in_state']} h)" if s.get("since_utc") else ""
+    stopped = s.get("stopped_monthly_usd") or {}
+    disk, addresses = _float(stopped.get("disk")), _float(stopped.get("addresses"))
+    autostop = str(s.get("autostop_minutes") or "")
+    host = s.get("autostop") or {}
+    lines = [
+        _line("lab", f"{s['lab']} ({s['region']})"),
+        _line("state", f"{s['state']}{since}"),
+        _line("instance", f"{s['instance_id']} {s['type']} {s['zone']}") if instance else "",
+        _line("address", s.get("address") or "-"),
+        _line("price", f"${s['hourly_usd']}/h ({s['prices']})" if s.get("hourly_usd") else "unknown for this type")
+        if instance else "",
+        _line("this run", f"${_float(s['running_period_usd']):.2f} so far")
+        if s["state"] == "running" and s.get("hourly_usd") else "",
+        _line("stopped", f"${round(disk + addresses, 2):.2f}/month while stopped: {s['disk_gib']} GiB disk "
+                         f"${disk:.2f} + Elastic IP ${addresses:.2f}") if instance else "",
+        _line("auto-stop", "off" if autostop == "0" else f"after {autostop} idle minutes") if autostop else "",
+        _line("last check", f"{host['last_decision']}: {host.get('reason', '')}") if host.get("last_decision") else "",
+        _line("warnings", " | ".join(s["warnings"])) if s.get("warnings") else "",
+    ]
+    return [line for line in lines if line]
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"lab_status_with_host": lab_status_with_host, "lab_status_lines": lab_status_lines}

@@ -1,0 +1,73 @@
+#!/usr/bin/python
+# Copyright: gpu_lab developers
+# MIT License
+"""Documentation of the csdl.gpu_lab.labs action plugin (plugins/action/labs.py)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: labs
+short_description: One step of a gpu_lab lab's life, for every lab of the play in one task
+version_added: 0.4.0
+description:
+  - Runs on the controller (an action plugin), once for the play (C(run_once) is required). It
+    reads every play host's C(ec2_gpu_host_*) settings in that host's own context (its inventory,
+    facts and the role's defaults), does the step for all the labs at once - one round of AWS
+    calls through M(csdl.gpu_lab.lab_info) and M(csdl.gpu_lab.lab_host), not one per lab - and
+    returns each lab's part under RV(labs), keyed by inventory host name.
+  - A lab that fails (bad settings, AWS refused) gets C(failed) and C(msg) in its part; the task
+    itself does not fail, so the others go on, and each lab's next task fails it alone.
+  - Every decision of the step is Python (plugins/plugin_utils), unit-tested; the role's YAML
+    only looks its part up.
+  - Supports check mode - the steps then make no changing call and say in C(planned) what they
+    would do.
+author: gpu_lab developers
+options:
+  step:
+    description:
+      - C(find) - each lab's instance and Elastic IP (read-only). The steps below but C(check)
+        and C(launch) act on what it found (the facts find.yml publishes), without a second look.
+      - C(check) - the lab's settings and what AWS says, before anything is created.
+      - C(launch) - bring the lab up (key pair, security group, instance, Elastic IP).
+      - C(start), C(stop) - start or stop the lab's instance (disk and address are kept).
+      - C(status) - the lab's state and cost (read-only).
+      - C(confirm_teardown) - what a teardown deletes, the question that names it and what
+        answers it (nothing is asked or removed).
+      - C(teardown) - remove everything the lab has in AWS, and its key file here.
+    type: str
+    required: true
+    choices: [find, check, launch, start, stop, status, confirm_teardown, teardown]
+  options:
+    description:
+      - The step's own options.
+      - For C(find) - C(details) (also volumes and what any lab left over), C(orphans) (the
+        left-overs alone).
+      - For C(launch) - C(checked), the C(check) step's RV(labs).
+    type: dict
+    default: {}
+notes:
+  - AWS credentials and endpoint come from the environment, as for the amazon.aws modules.
+"""
+
+EXAMPLES = r"""
+- name: Find every lab's instance and address (one call for all of them)
+  csdl.gpu_lab.labs:
+    step: find
+  run_once: true
+  register: __labs
+
+- name: Take this lab's part
+  ansible.builtin.set_fact:
+    ec2_gpu_host_lab: "{{ __labs.labs[inventory_hostname].lab }}"
+"""
+
+RETURN = r"""
+labs:
+  description:
+    - Each lab's part, by inventory host name - always C(failed) and C(changed), C(msg) when
+      failed; the rest is the step's (for C(find) - C(lab), C(instance), C(address), C(found),
+      C(region_note)).
+  returned: always
+  type: dict
+  sample: {csdl: {failed: false, changed: false, address: 127.1.0.1, instance: {id: i-0abc, state: running}}}
+"""

@@ -1,0 +1,282 @@
+#!/usr/bin/python
+# Copyright: gpu_lab developers
+# MIT License
+"""The workstation role's files for one lab, looked at once and written only where they differ."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: workstation_files
+short_description: Set a gpu_lab lab up on this machine (ssh, pinned host keys, shell shortcuts), or remove it
+version_added: 0.4.0
+description:
+  - The files of the M(csdl.gpu_lab.workstation) role for one lab, in one step, on the machine
+    Ansible runs on (the role runs it on localhost, connection local).
+  - O(state=present) writes C(~/.gpu_lab/<lab>/ssh_config) (a C(Host <lab>) entry with the
+    Jupyter port forward), C(~/.gpu_lab/<lab>/known_hosts) (the pinned host keys), one
+    C(Include ~/.gpu_lab/*/ssh_config) block at the top of C(~/.ssh/config), a marked block
+    per lab in the shell start-up files (C(<LAB>_IP) and the C(ssh-<lab>), C(<lab>-start),
+    C(<lab>-stop), C(<lab>-status) and C(<lab>-jupyter) aliases), the undo record
+    C(~/.gpu_lab/workstation_undo), and C(~/.gpu_lab/<lab>/jupyter_url) once the Jupyter token
+    is there. It fixes the modes of C(~/.ssh) and of the private key.
+  - It first looks at everything - the tunnel's local port (the wanted one, or the next free one,
+    kept across re-runs), the host keys (given, or C(ssh-keyscan)), and what stands in the way
+    (C(~/.ssh) a file, a start-up file a directory, a file this user may not change). If
+    anything stands in the way it fails with one sentence per cause, saying what to do, and
+    writes nothing. Then it writes only what differs, so a re-run on an unchanged lab reports
+    no change.
+  - O(state=absent) removes exactly what the undo record says the role added (the lab's blocks,
+    the files it created once empty again, a final newline it added), the lab's folder, and
+    with the last lab the Include block and C(~/.gpu_lab). The user's own lines stay.
+  - O(pin_only=true) only pins the host keys in C(~/.gpu_lab/<lab>/known_hosts) (a class's staff
+    machine); absent, it removes C(~/.gpu_lab/<lab>/).
+  - O(jupyter_url_only=true) only writes the Jupyter URL file, from the token jupyter_server keeps
+    in C(~/.gpu_lab/<lab>/jupyter_token) and the port the lab's ssh entry forwards.
+  - Runs of several labs in one home wait for each other (a lock on the home directory).
+  - Supports check mode and diff mode (the Jupyter token is masked in the diff).
+author: gpu_lab developers
+options:
+  lab:
+    description: The lab's name; it names the ssh Host, the files under C(~/.gpu_lab/) and the aliases.
+    type: str
+    required: true
+  home:
+    description: The home directory every file goes under.
+    type: path
+    required: true
+  state:
+    description: Whether the lab is set up on this machine.
+    type: str
+    choices: [present, absent]
+    default: present
+  pin_only:
+    description: Only the pinned host keys (present), or only the lab's folder (absent).
+    type: bool
+    default: false
+  jupyter_url_only:
+    description: Only write C(~/.gpu_lab/<lab>/jupyter_url) when the token and the lab's ssh entry are there.
+    type: bool
+    default: false
+  host_address:
+    description: The lab server's address (its Elastic IP). Required when present.
+    type: str
+    default: ""
+  host_user:
+    description: The login user on the server.
+    type: str
+    default: ubuntu
+  key_file:
+    description: The private key for the server. Its mode becomes C(0400) (a kit's, C(0600) when others may read it).
+    type: path
+  jupyter_port:
+    description: Jupyter's port on the server.
+    type: int
+    default: 8888
+  local_port:
+    description: The wanted local port of the tunnel (the next free one is used when it is taken).
+    type: int
+    default: 8888
+  local_port_tries:
+    description: How many ports from O(local_port) up to try.
+    type: int
+    default: 20
+  host_keys:
+    description:
+      - The server's host keys as known_hosts lines (host field optional).
+      - Empty, C(ssh-keyscan) asks the server; if it does not answer, the keys pinned before stay.
+    type: list
+    elements: str
+    default: []
+  host_keys_from_kit:
+    description: The O(host_keys) are a connection kit's (the summary says so).
+    type: bool
+    default: false
+  keyscan_timeout:
+    description: Seconds C(ssh-keyscan) waits on each try.
+    type: int
+    default: 5
+  keyscan_retries:
+    description: How many times to try C(ssh-keyscan) again.
+    type: int
+    default: 5
+  keyscan_delay:
+    description: Seconds between C(ssh-keyscan) tries.
+    type: int
+    default: 3
+  shell_files:
+    description: The start-up files for the block. Empty, the existing ones of C(~/.bashrc), C(~/.zshrc) (and
+      C(~/.bash_profile) on macOS), plus the login shell's.
+    type: list
+    elements: path
+    default: []
+  login_shell:
+    description: The login shell (C($SHELL)); empty, the passwd entry's.
+    type: str
+    default: ""
+  kit:
+    description: The connection kit being installed (its C(kit.yml)), if any. A kit's student gets no
+      C(<lab>-start)/C(<lab>-status), and C(<lab>-stop) shuts the server down over ssh.
+    type: str
+    default: ""
+  kit_token:
+    description: The kit's Jupyter token, kept in C(~/.gpu_lab/<lab>/jupyter_token).
+    type: str
+    default: ""
+  commands:
+    description: The ansible-playbook commands of the C(start), C(stop) and C(status) aliases.
+    type: dict
+    default: {}
+  run_dir:
+    description: The directory the aliases run those commands in.
+    type: str
+    default: ""
+notes:
+  - The logic is in C(plugins/module_utils/workstation.py); the look at this machine in
+    C(plugins/module_utils/workstation_probe.py).
+"""
+
+EXAMPLES = r"""
+- name: Check this machine, then write the lab's ssh entry, host keys and shell shortcuts
+  csdl.gpu_lab.workstation_files:
+    lab: csdl
+    home: "{{ lookup('ansible.builtin.env', 'HOME') }}"
+    host_address: 54.210.1.2
+    key_file: "{{ lookup('ansible.builtin.env', 'HOME') }}/.ssh/csdl-server.pem"
+    jupyter_port: 8888
+    local_port: 8888
+    commands:
+      start: ansible-playbook -i inventories/csdl start.yml
+      stop: ansible-playbook -i inventories/csdl stop.yml
+      status: ansible-playbook -i inventories/csdl status.yml
+    run_dir: /home/me/gpu_lab
+  register: __workstation_files
+
+- name: Remove the lab from this machine, as the undo record says
+  csdl.gpu_lab.workstation_files:
+    lab: csdl
+    home: "{{ lookup('ansible.builtin.env', 'HOME') }}"
+    state: absent
+"""
+
+RETURN = r"""
+summary:
+  description:
+    - What the role reports as C(workstation_summary) (never the token). Present - C(lab), C(state),
+      C(host_address), C(ssh_command), C(ssh_command_explicit), C(jupyter_url), C(jupyter_url_file),
+      C(jupyter_alias), C(local_port), C(jupyter_port), C(local_port_changed), C(local_port_reason),
+      C(ip_variable), C(aliases), C(commands), C(kit), C(shell_files), C(ssh_config), C(known_hosts),
+      C(host_keys), C(notes). Absent - C(lab), C(state), C(labs_left), C(removed) (what this machine had of
+      the lab, in words). Pin only - C(lab), C(state), C(pin_only), C(removed) when absent, and when
+      present C(host_address), C(known_hosts), C(host_keys), C(ssh_options).
+  returned: unless O(jupyter_url_only)
+  type: dict
+  sample:
+    lab: csdl
+    state: present
+    local_port: 8889
+    local_port_changed: true
+    host_keys: given
+changes:
+  description: What was (or in check mode would be) changed, one line per file or directory.
+  returned: always
+  type: list
+  elements: str
+  sample: ["write /home/me/.gpu_lab/csdl/known_hosts", "write /home/me/.bashrc"]
+diff:
+  description: Before and after of each file changed (diff mode).
+  returned: diff mode, when something changes
+  type: list
+  elements: dict
+"""
+
+import fcntl  # noqa: E402
+import os  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.csdl.gpu_lab.plugins.module_utils import workstation as ws  # noqa: E402
+
+ARGUMENT_SPEC = {
+    "lab": {"type": "str", "required": True},
+    "home": {"type": "path", "required": True},
+    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+    "pin_only": {"type": "bool", "default": False},
+    "jupyter_url_only": {"type": "bool", "default": False},
+    "host_address": {"type": "str", "default": ""},
+    "host_user": {"type": "str", "default": "ubuntu"},
+    "key_file": {"type": "path"},
+    "jupyter_port": {"type": "int", "default": 8888},
+    "local_port": {"type": "int", "default": 8888},
+    "local_port_tries": {"type": "int", "default": 20},
+    "host_keys": {"type": "list", "elements": "str", "default": []},
+    "host_keys_from_kit": {"type": "bool", "default": False},
+    "keyscan_timeout": {"type": "int", "default": 5},
+    "keyscan_retries": {"type": "int", "default": 5},
+    "keyscan_delay": {"type": "int", "default": 3},
+    "shell_files": {"type": "list", "elements": "path", "default": []},
+    "login_shell": {"type": "str", "default": ""},
+    "kit": {"type": "str", "default": ""},
+    "kit_token": {"type": "str", "default": "", "no_log": True},
+    "commands": {"type": "dict", "default": {}},
+    "run_dir": {"type": "str", "default": ""},
+}
+
+
+def wanted(params: dict) -> ws.Wanted:
+    names = [name for name in ARGUMENT_SPEC if name not in ("key_file",)]
+    return ws.Wanted(**{name: params[name] for name in names}, key_file=params["key_file"] or "")
+
+
+def plan(w: ws.Wanted) -> ws.Plan:
+    if w.jupyter_url_only:
+        return ws.plan_jupyter_url(w)
+    if w.state == "absent":
+        return ws.plan_unpin(w) if w.pin_only else ws.plan_absent(w)
+    look = ws.Look(w, scan=not w.host_keys)
+    return ws.plan_pin(w, look) if w.pin_only else ws.plan_present(w, look)
+
+
+@contextmanager
+def home_lock(home: str) -> Iterator[None]:
+    """Labs set up side by side (one fork each) share the home's ~/.ssh/config, start-up files
+    and undo record: one at a time. A lock on the home directory itself adds no file."""
+    try:
+        handle = os.open(home, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    w = wanted(module.params)
+    with home_lock(w.home):
+        try:
+            result = plan(w)
+        except (OSError, ValueError) as err:
+            module.fail_json(msg=f"Could not look at this machine's files for the {w.lab} lab: {err}")
+        module.no_log_values.update(result.secrets)
+        if result.problems:
+            module.fail_json(msg=" ".join(result.problems))
+        if not module.check_mode:
+            try:
+                ws.apply(result.ops)
+            except OSError as err:
+                module.fail_json(msg=f"Could not write the {w.lab} lab's files: {err}",
+                                 changes=[f"{op.kind} {op.path}" for op in result.ops])
+    output: dict = {"changed": bool(result.ops), "changes": [f"{op.kind} {op.path}" for op in result.ops]}
+    if result.summary is not None:
+        output["summary"] = result.summary
+    if module._diff and result.ops:
+        output["diff"] = [op.diff(result.secrets) for op in result.ops]
+    module.exit_json(**output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+# Copyright: gpu_lab developers
+# MIT License
+"""step=start, status, confirm_teardown and teardown: what comes after a launch, for every
+lab of the play, acting on what find.yml found earlier in the run (the facts
+ec2_gpu_host_resources, _instance, _lab and _address): AWS is asked once per run, not once
+per step. Each acting step is one csdl.gpu_lab.lab_host call for all the labs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_prices
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_run import (
+    ModuleFailed,
+    Part,
+    Run,
+    address_of,
+    failed,
+    ok,
+)
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_settings import LabSettings
+
+Found = dict[str, Any]
+
+
+def looked_up(run: Run, host: str, step: str) -> tuple[Found, dict[str, Any]] | Part:
+    """(what find.yml found of the lab, the lab as it published it), or the failed part of a
+    lab find did not look up (find.yml runs first)."""
+    facts = run.facts.get(host, {})
+    if "resources" not in facts or "lab" not in facts:
+        return failed(f"Lab {run.labs[host].name} was not looked up before the {step} (find.yml runs first).")
+    return dict(facts["resources"] or {}), dict(facts["lab"])
+
+
+def call_labs(run: Run, specs: dict[str, dict[str, Any]], state: str) -> dict[str, Part]:
+    """lab_host's answer for each host of ``specs``, in one call for all of them."""
+    if not specs:
+        return {}
+    try:
+        answer = run.call("csdl.gpu_lab.lab_host", {"state": state, "labs": list(specs.values())})
+    except ModuleFailed as error:
+        return {host: failed(str(error)) for host in specs}
+    return {host: answer.get("labs", {}).get(spec["lab"]) or failed(f"Lab {spec['lab']} got no answer.")
+            for host, spec in specs.items()}
+
+
+# --- step=start ----------------------------------------------------------------------------
+
+def start_step(run: Run) -> dict[str, Part]:
+    """Each part: ``instance``, ``address``, ``lab`` (ssh_ready once it runs at its address),
+    ``check_note`` ('' but in check mode) and ``changed``. A lab with no instance fails, and
+    so does one lab_host could not start (its capacity error is its own: the others start).
+    A lab that already runs at its address makes no call."""
+    parts: dict[str, Part] = {}
+    specs: dict[str, dict[str, Any]] = {}
+    for host, lab in run.labs.items():
+        seen = looked_up(run, host, "start")
+        if not isinstance(seen, tuple):
+            parts[host] = seen
+            continue
+        found, published = seen
+        instance = found.get("instance") or {}
+        region = published["region"]
+        if not instance:
+            parts[host] = failed(f"Lab {lab.name} has no instance in {region}; "
+                                 "create it with `ansible-playbook launch.yml`.")
+            continue
+        addresses = found.get("addresses") or []
+        parts[host] = ok(instance=instance, address=address_of(found), lab=published, check_note="")
+        at_address = any(a.get("instance_id") == instance.get("id") for a in addresses)
+        if instance.get("state") != "running" or not at_address:
+            specs[host] = {"lab": lab.name, "region": region, "instance": instance, "addresses": addresses,
+                           "wait_timeout": lab.instance_timeout}
+    for host, ran in call_labs(run, specs, "present").items():
+        parts[host] = started_part(run.labs[host], parts[host], ran, run.check_mode)
+    return parts
+
+
+def started_part(lab: LabSettings, part: Part, ran: Part, check_mode: bool) -> Part:
+    planned = ran.get("planned") or []
+    note = f"Check mode: lab {lab.name} would {'; '.join(planned)}." if check_mode and planned else ""
+    if ran.get("failed"):
+        return failed(str(ran.get("msg", f"Lab {lab.name} could not be started.")), check_note=note,
+                      instance=part["instance"], address=part["address"], lab=part["lab"])
+    # In check mode nothing started: the lab answers SSH only if it already did.
+    ip = "" if check_mode else str((ran.get("address") or {}).get("public_ip", ""))
+    published = part["lab"] | {"address": ip, "ssh_ready": True} if ip else part["lab"]
+    return ok(bool(ran.get("changed")), instance=ran.get("instance") or part["instance"],
+              address=ip or part["address"], lab=published, check_note=note)
+
+
+# --- step=status ---------------------------------------------------------------------------
+
+STOPPED_AT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
+def status_step(run: Run, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> dict[str, Part]:
+    """Each part: ``status``, the lab at a glance (status_of), from what find.yml found with
+    details (volumes and left-overs). Read-only, no call."""
+    parts: dict[str, Part] = {}
+    for host, lab in run.labs.items():
+        seen = looked_up(run, host, "status")
+        if not isinstance(seen, tuple):
+            parts[host] = seen
+            continue
+        found, published = seen
+        parts[host] = ok(status=status_of(lab, published["region"], found, now().replace(tzinfo=None)))
+    return parts
+
+
+def since_of(instance: dict[str, Any]) -> str:
+    """Since when the instance is in its state ('%Y-%m-%d %H:%M:%S' UTC, '' unknown): a running
+    instance's LaunchTime is its last start; a stopped one's state reason says when it stopped."""
+    if instance.get("state") in ("running", "pending"):
+        return str(instance.get("launch_time", ""))[:19].replace("T", " ")
+    match = STOPPED_AT.search(str(instance.get("state_reason") or ""))
+    return match.group(0) if match else ""
+
+
+def status_of(lab: LabSettings, region: str, found: Found, now: dt.datetime) -> dict[str, Any]:
+    """The lab's state, since when, what it costs now and while stopped, and its warnings
+    (status.yml shows it; tests/integration/test_status_cost.py checks it by hand)."""
+    instance = found.get("instance") or {}
+    state = instance.get("state", "absent")
+    since = since_of(instance)
+    hours = round((now - dt.datetime.strptime(since, "%Y-%m-%d %H:%M:%S")).total_seconds() / 3600, 2) if since else 0.0
+    hourly = lab_prices.hourly(instance.get("type", ""))
+    disk_gib = int(sum(v.get("size_gib", 0) for v in found.get("volumes") or []))
+    addresses = found.get("addresses") or []
+    autostop = str((instance.get("tags") or {}).get("gpu_lab:autostop_minutes", ""))
+    stopped = {"disk": lab_prices.disk_monthly(disk_gib), "addresses": lab_prices.addresses_monthly(len(addresses))}
+    orphans = found.get("orphans") or []
+    warnings = []
+    if state == "running" and autostop == "0":
+        warnings.append("Running with idle auto-stop disabled: it bills until you stop it (ansible-playbook stop.yml).")
+    if state == "stopped" and hours > 24 * lab.stopped_warn_days:
+        monthly = round(stopped["disk"] + stopped["addresses"], 2)
+        warnings.append(f"Stopped for {round(hours / 24, 1)} days: disk and address still cost about ${monthly}/month; "
+                        "teardown.yml removes them.")
+    warnings += [f"Left over: {o.get('summary')}, used by no instance (teardown.yml -e gpu_lab_remove_orphans=true "
+                 "removes it)." for o in orphans]
+    return {
+        "lab": lab.name, "region": region, "state": state, "since_utc": since, "hours_in_state": hours,
+        "instance_id": instance.get("id", ""), "type": instance.get("type", ""), "zone": instance.get("zone", ""),
+        "address": address_of(found), "hourly_usd": hourly,
+        "running_period_usd": round(hours * hourly, 2) if state == "running" and hourly else 0,
+        "disk_gib": disk_gib, "stopped_monthly_usd": stopped, "autostop_minutes": autostop,
+        "prices": lab_prices.described(), "orphans": orphans, "warnings": warnings,
+    }
+
+
+# --- step=confirm_teardown and step=teardown -----------------------------------------------
+
+def confirm_teardown_step(run: Run) -> dict[str, Part]:
+    """Each part: ``existing`` (what the teardown deletes), ``prompt`` (the question that names
+    it; a class's names the class), ``confirm_word`` (what answers it), ``confirmed`` (given
+    already, or nothing to confirm: a lab with nothing left) and ``refused`` (the sentence when
+    the answer is wrong). Nothing is asked here: ansible.builtin.pause asks, once."""
+    parts: dict[str, Part] = {}
+    hosts = list(run.labs)
+    for host, lab in run.labs.items():
+        seen = looked_up(run, host, "teardown")
+        if not isinstance(seen, tuple):
+            parts[host] = seen
+            continue
+        found, published = seen
+        existing = existing_of(lab, found)
+        word = lab.confirm_word
+        parts[host] = ok(existing=existing, confirm_word=word,
+                         prompt=teardown_prompt(lab, published["region"], existing, hosts),
+                         confirmed=lab.teardown_confirm == word or (not lab.lab_class and not existing),
+                         refused=(f"Teardown not confirmed: type the {'class' if lab.lab_class else 'lab'} name at the "
+                                  f"prompt, or pass -e gpu_lab_confirm_teardown={word} in scripts."))
+    return parts
+
+
+def existing_of(lab: LabSettings, found: Found) -> list[str]:
+    """What a teardown of the lab deletes, as find found it, in the words the prompt uses."""
+    instance = found.get("instance") or {}
+    existing = ([f"instance {instance['id']} ({instance.get('state')}, {instance.get('type')}) with its disk and "
+                 "everything on it"] if instance else [])
+    existing += [f"Elastic IP {a.get('public_ip')}" for a in found.get("addresses") or []]
+    if found.get("security_group"):
+        existing.append(f"security group {lab.sg_name}")
+    if found.get("key_pair"):
+        existing.append(f"key pair {lab.key_name}")
+    if not lab.key_pair_public_key and os.path.isfile(lab.key_file):
+        existing.append(lab.key_file)
+    return existing
+
+
+def truncate(text: str, length: int = 200, end: str = "...", leeway: int = 5) -> str:
+    """As Jinja's truncate filter: whole words, with a little leeway."""
+    if len(text) <= length + leeway:
+        return text
+    return text[: length - len(end)].rsplit(" ", 1)[0] + end
+
+
+def teardown_prompt(lab: LabSettings, region: str, existing: list[str], hosts: list[str]) -> str:
+    if lab.lab_class:
+        return (f"This deletes {len(hosts)} lab(s) of class {lab.lab_class} in {region} "
+                f"({truncate(', '.join(hosts))}): their instances and disks, Elastic IPs, security groups and key "
+                "pairs. Type the class name to confirm")
+    return (f"This deletes lab {lab.name} in {region}: {', '.join(existing)}, and this machine's ssh entry and "
+            "shell shortcuts for it. Type the lab name to confirm")
+
+
+def teardown_step(run: Run) -> dict[str, Part]:
+    """Removes what find found of each lab (confirmed before: a lab refused is out of the
+    play), in one lab_host call: its addresses first (released, never left billable at
+    nothing), then its instances (waited for), its group, its key pair, the left-overs
+    (gpu_lab_remove_orphans), then the lab's key file here (not a class's admin key: it
+    reaches every lab). Each part: ``removed``, ``planned`` (check mode), ``message`` (what
+    went, or would) and ``changed``; failed and msg when something could not be removed."""
+    parts: dict[str, Part] = {}
+    specs: dict[str, dict[str, Any]] = {}
+    for host, lab in run.labs.items():
+        seen = looked_up(run, host, "teardown")
+        if not isinstance(seen, tuple):
+            parts[host] = seen
+            continue
+        found, published = seen
+        specs[host] = {
+            "lab": lab.name, "region": published["region"],
+            "addresses": found.get("addresses") or [], "instances": found.get("instances") or [],
+            "security_group_id": (found.get("security_group") or {}).get("group_id", ""),
+            "key_name": lab.key_name if found.get("key_pair") else "",
+            "orphans": (found.get("orphans") or []) if lab.remove_orphans else [],
+            "wait_timeout": lab.instance_timeout,
+        }
+    for host, removal in call_labs(run, specs, "absent").items():
+        parts[host] = removed_part(run.labs[host], removal, run.check_mode)
+    return parts
+
+
+def removed_part(lab: LabSettings, removal: Part, check_mode: bool) -> Part:
+    key_file = ""
+    if not removal.get("failed") and not lab.key_pair_public_key and os.path.isfile(lab.key_file):
+        key_file = lab.key_file
+        if not check_mode:
+            os.remove(key_file)
+    gone = removal.get("removed") or {}
+    planned = list(removal.get("planned") or []) + ([f"delete {key_file}"] if key_file and check_mode else [])
+    message = removal_message(lab, gone, key_file, planned, check_mode)
+    if removal.get("failed"):
+        why = removal.get("msg") or f"Lab {lab.name} could not be removed."
+        return failed(f"{why} (What was removed before that is listed above; run teardown.yml again.)",
+                      changed=bool(removal.get("changed")), removed=gone, planned=planned, message=message)
+    return ok(bool(removal.get("changed")) or bool(key_file), removed=gone, planned=planned, message=message)
+
+
+def removal_message(lab: LabSettings, gone: dict[str, Any], key_file: str, planned: list[str], check_mode: bool) -> str:
+    if check_mode:
+        return f"Check mode: lab {lab.name} would {'; '.join(planned) or 'remove nothing: nothing is left'}."
+    removed = [f"Elastic IP {ip}" for ip in gone.get("addresses") or []]
+    if gone.get("instances"):
+        removed.append("instance " + ", ".join(gone["instances"]))
+    if gone.get("security_group"):
+        removed.append(f"security group {lab.sg_name}")
+    if gone.get("key_pair"):
+        removed.append(f"key pair {gone['key_pair']}")
+    if key_file:
+        removed.append(key_file)
+    removed += [f"left-over {summary}" for summary in gone.get("orphans") or []]
+    return f"Lab {lab.name}: {'removed ' + ', '.join(removed) if removed else 'nothing was left to remove'}."

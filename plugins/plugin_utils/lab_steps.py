@@ -1,0 +1,21 @@
+# Copyright: gpu_lab developers
+# MIT License
+"""The steps csdl.gpu_lab.labs runs, by name: each ``step(run) -> {host: part}`` (lab_run.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_launch, lab_lifecycle, lab_stop
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_run import Part, Run, find_step
+
+STEPS: dict[str, Callable[[Run], dict[str, Part]]] = {
+    "find": find_step,
+    "check": lab_launch.check_step,
+    "launch": lab_launch.launch_step,
+    "start": lab_lifecycle.start_step,
+    "stop": lab_stop.stop_step,
+    "status": lab_lifecycle.status_step,
+    "confirm_teardown": lab_lifecycle.confirm_teardown_step,
+    "teardown": lab_lifecycle.teardown_step,
+}
