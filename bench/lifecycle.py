@@ -2,10 +2,11 @@
 
     .venv/bin/python -m bench.lifecycle [--runs N] [--markdown]
 
-Each run starts from an empty emulated account: cold launch, re-run, stop, start,
-teardown; then the plain amazon.aws yardstick: bench/baseline_playbook.yml (launch), cold
-and re-run, bench/baseline_stop.yml and bench/baseline_teardown.yml. API calls are counted at
-the emulator's HTTP boundary, split into mutating and read-only. Prints medians.
+Each run starts from an empty emulated account (and an empty home: no cached prices): cold
+launch, re-run, status twice (prices asked, then cached), stop, start, teardown; then the
+plain amazon.aws yardstick: bench/baseline_playbook.yml (launch), cold and re-run,
+bench/baseline_stop.yml and bench/baseline_teardown.yml. API calls are counted at the
+emulator's HTTP boundary, split into mutating and read-only. Prints medians.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ LAB = {"gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false", "
        "gpu_lab_force_teardown": "true"}
 # Each step beside the plain amazon.aws playbook doing the same (bench/baseline_*.yml).
 PLAYBOOKS = {
-    "launch (cold)": "launch", "launch (re-run)": "launch", "stop": "stop", "start": "start",
-    "teardown": "teardown",
+    "launch (cold)": "launch", "launch (re-run)": "launch",
+    # The first status asks the Price List API for the region; the second finds them cached.
+    "status (prices asked)": "status", "status (prices cached)": "status",
+    "stop": "stop", "start": "start", "teardown": "teardown",
     "yardstick (cold)": "bench/baseline_playbook.yml", "yardstick (re-run)": "bench/baseline_playbook.yml",
     "yardstick stop": "bench/baseline_stop.yml", "yardstick teardown": "bench/baseline_teardown.yml",
 }
@@ -79,8 +82,9 @@ def main() -> None:
     lines += [f"| {s} | {w:.2f} | {lo:.2f}-{hi:.2f} | {t} | {m} | {ro} | {c} |" for s, w, lo, hi, t, m, ro, c in rows]
     print("\n".join(lines))
     if not args.markdown:
-        last = results["launch (cold)"][-1][1]["by_action"]
-        print("\ncold launch calls by action:", ", ".join(f"{a} {n}" for a, n in sorted(last.items())))
+        for step in ("launch (cold)", "status (prices asked)"):
+            last = results[step][-1][1]["by_action"]
+            print(f"\n{step} calls by action:", ", ".join(f"{a} {n}" for a, n in sorted(last.items())))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,18 @@
 * RunInstances with an AMI the instance type cannot run (g5g is arm64 only, the DLAMIs we
   use are x86_64): EC2 refuses with ``InvalidParameterValue`` (HTTP 400) and creates
   nothing; moto launches.
+* RunInstances and StartInstances that would take the region's pending and running vCPUs of
+  the type's group (G and VT, P, Standard...) over the account's on-demand quota
+  (local_cloud/quotas.py): EC2 refuses with ``VcpuLimitExceeded`` (HTTP 400) and creates or
+  starts nothing; moto has no quotas.
+* ModifyInstanceAttribute of the instance type while the instance is not stopped: EC2
+  refuses with ``IncorrectInstanceState`` (HTTP 400); moto changes it in any state.
+* ModifyInstanceAttribute of the user data while the instance is not stopped: the same
+  refusal (EC2 changes user data only on a stopped instance); moto changes it in any state.
+  Its ``UserData.Value`` is a blob that the SDK base64-encodes once, as EC2 wants it (and
+  an empty one clears the user data); moto decodes the blob and then wants base64 again.
 
-Both are patches of moto's EC2 model classes rather than checks in the emulator's HTTP
+All are patches of moto's EC2 model classes rather than checks in the emulator's HTTP
 layer: moto's own error serialization then answers as it does for its own checks, and a
 launch template's image and type are seen as moto resolves them. moto's backends are per
 process, and so are these patches: ``install()`` applies them once for every emulator of
@@ -15,7 +25,10 @@ the process.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
+
+from local_cloud import quotas
 
 if TYPE_CHECKING:
     from moto.ec2.models.instances import Instance, InstanceBackend, InstanceState
@@ -23,6 +36,10 @@ if TYPE_CHECKING:
 # Set on moto's classes once patched, so a second install() (another Emulator, a test
 # that starts its own) does not wrap the wrappers.
 _MARK = "_gpu_lab_aws_rules"
+
+# RunInstances and StartInstances over the on-demand vCPU quota (local_cloud/quotas.py): one
+# check-and-launch at a time, so two launches at once cannot both fit the last vCPUs.
+_QUOTA_LOCK = threading.RLock()
 
 # Instances EC2 does not start anew on StartInstances: their LaunchTime stays.
 _ALREADY_STARTED = ("pending", "running")
@@ -67,6 +84,34 @@ def check_architecture(backend: InstanceBackend, image_id: str | None, kwargs: d
     raise EC2ClientError("InvalidParameterValue", architecture_mismatch_message(named, ami_architecture))
 
 
+def check_type_change(instance: Instance, key: str) -> None:
+    """EC2 changes an instance's type only while it is stopped (IncorrectInstanceState, HTTP
+    400, in EC2's words); moto changes it in any state."""
+    from moto.ec2.exceptions import EC2ClientError
+
+    if key == "instance_type" and instance.state != "stopped":
+        raise EC2ClientError("IncorrectInstanceState", f"The instance '{instance.id}' is not in the 'stopped' state.")
+
+
+def check_user_data_change(instance: Instance, key: str) -> None:
+    """EC2 changes an instance's user data only while it is stopped, with the same error."""
+    from moto.ec2.exceptions import EC2ClientError
+
+    if key == "user_data" and instance.state != "stopped":
+        raise EC2ClientError("IncorrectInstanceState", f"The instance '{instance.id}' is not in the 'stopped' state.")
+
+
+def user_data_of_blob(value: Any) -> Any:
+    """moto's parse_user_data for ModifyInstanceAttribute's ``UserData.Value``: moto hands
+    over the blob decoded (bytes), which is the user data itself; empty clears it."""
+    from moto.core.types import Base64EncodedString
+    from moto.ec2.utils import parse_user_data
+
+    if isinstance(value, bytes):
+        return Base64EncodedString.from_raw_bytes(value) if value else None
+    return parse_user_data(value)
+
+
 def install() -> None:
     from moto.core.utils import utcnow
     from moto.ec2.models.instances import Instance, InstanceBackend
@@ -87,8 +132,33 @@ def install() -> None:
         # Before moto's run_instances: it stores the reservation first, so a refusal
         # after it would leave one behind.
         check_architecture(self, image_id, kwargs)
-        return moto_run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
+        with _QUOTA_LOCK:  # the check and the launch as one, as EC2 counts them
+            instance_type, _ = _launched_type_and_image(self, image_id, kwargs)
+            quotas.check_vcpus(self, [instance_type or "m1.small"] * int(count))
+            return moto_run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
 
+    moto_start_instances = InstanceBackend.start_instances
+
+    def start_instances(self: InstanceBackend, instance_ids: list[str]) -> Any:
+        with _QUOTA_LOCK:
+            starting = [self.get_instance(i) for i in instance_ids]
+            quotas.check_vcpus(self, [i.instance_type for i in starting if i.state not in _ALREADY_STARTED])
+            return moto_start_instances(self, instance_ids)
+
+    moto_modify_instance_attribute = InstanceBackend.modify_instance_attribute
+
+    def modify_instance_attribute(self: InstanceBackend, instance_id: str, key: str, value: Any) -> Any:
+        check_type_change(self.get_instance(instance_id), key)
+        check_user_data_change(self.get_instance(instance_id), key)
+        if key == "user_data" and value in (b"", ""):
+            value = None  # cleared: DescribeInstanceAttribute answers no value, as EC2 does
+        return moto_modify_instance_attribute(self, instance_id, key, value)
+
+    import moto.ec2.responses.instances as instance_responses
+
+    instance_responses.parse_user_data = user_data_of_blob  # type: ignore[assignment]
     Instance.start = start  # type: ignore[method-assign]
     InstanceBackend.run_instances = run_instances  # type: ignore[method-assign]
+    InstanceBackend.start_instances = start_instances  # type: ignore[method-assign]
+    InstanceBackend.modify_instance_attribute = modify_instance_attribute  # type: ignore[method-assign]
     setattr(InstanceBackend, _MARK, True)

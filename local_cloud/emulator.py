@@ -11,6 +11,8 @@ module is patched. On top of moto this adds, in one WSGI middleware:
   interceptor instead of moto are counted too, and also as ``injected``;
 * fault injection (``emulator.faults``, ``/_gpu_lab/faults``): chosen calls answered with
   real AWS errors, see local_cloud/faults.py;
+* Service Quotas' EC2 vCPU quotas, a course account's (``emulator.quotas``,
+  ``/_gpu_lab/quotas``), which EC2 enforces, see local_cloud/quotas.py;
 * EC2's own rules where moto is laxer (a started instance's LaunchTime, an AMI whose
   architecture the instance type cannot run), see local_cloud/aws_rules.py.
 """
@@ -31,9 +33,13 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from local_cloud import aws_rules
+from local_cloud import quotas as quotas_module
 from local_cloud.faults import PATH as FAULTS_PATH
 from local_cloud.faults import FaultInjector, handle_http
 from local_cloud.idempotency import RunInstancesTokens
+from local_cloud.pricing import PriceListAPI
+from local_cloud.quotas import TARGET_PREFIX as QUOTAS_TARGET
+from local_cloud.quotas import QuotaState
 
 ACCOUNT_ID = "123456789012"
 AMAZON_OWNER_ID = "898082745236"  # the account that publishes the Deep Learning AMIs
@@ -53,9 +59,15 @@ class DlamiLine:
     architecture: str = "x86_64"
     # The start of the image's description, as AWS words it for the line's architecture.
     supported: str = "Supported EC2 instances: G4dn, G5, G6, Gr6, G6e, P4, P5."
+    # Its images' release dates (the last one is what the parameter points at), as AWS names them.
+    releases: tuple[str, ...] = ("20250915", "20251020")
 
 
-# The x86_64 lines come first: tests take "a DLAMI" as the first of a region's images
+ARM64_SUPPORTED = "Supported EC2 instances: G5g."
+# Seeded like a real region at the end of 2026: an unsupported PyTorch 2.7 line on Ubuntu 22.04
+# (still published), the base line, and the supported 2.9 and 2.12 lines on 24.04, each for
+# both architectures (the base line x86_64 only), with several images per line. The x86_64
+# lines come first: tests take "a DLAMI" as the first of a region's images
 # (next(iter(emulator.dlami[region].values()))) and launch it on x86_64 types.
 DLAMI_LINES = (
     DlamiLine(
@@ -68,22 +80,55 @@ DLAMI_LINES = (
         "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04)",
         45,
     ),
+    DlamiLine(
+        "oss-nvidia-driver-gpu-pytorch-2.9-ubuntu-24.04",
+        "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.9 (Ubuntu 24.04)",
+        75,
+        releases=("20251110", "20260310"),
+    ),
+    DlamiLine(
+        "oss-nvidia-driver-gpu-pytorch-2.12-ubuntu-24.04",
+        "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.12 (Ubuntu 24.04)",
+        75,
+        releases=("20260610", "20260715", "20260822"),
+    ),
     # AWS publishes the arm64 build of a line under the same line name and its own
     # architecture path; its image names say ARM64, so the x86_64 name patterns miss it.
+    DlamiLine(
+        "oss-nvidia-driver-gpu-pytorch-2.9-ubuntu-24.04",
+        "Deep Learning ARM64 OSS Nvidia Driver AMI GPU PyTorch 2.9 (Ubuntu 24.04)",
+        75,
+        architecture="arm64",
+        supported=ARM64_SUPPORTED,
+        releases=("20251110", "20260310"),
+    ),
+    DlamiLine(
+        "oss-nvidia-driver-gpu-pytorch-2.12-ubuntu-24.04",
+        "Deep Learning ARM64 OSS Nvidia Driver AMI GPU PyTorch 2.12 (Ubuntu 24.04)",
+        75,
+        architecture="arm64",
+        supported=ARM64_SUPPORTED,
+        releases=("20260715", "20260822"),
+    ),
     DlamiLine(
         "oss-nvidia-driver-gpu-pytorch-2.7-ubuntu-22.04",
         "Deep Learning ARM64 OSS Nvidia Driver AMI GPU PyTorch 2.7 (Ubuntu 22.04)",
         75,
         architecture="arm64",
-        supported="Supported EC2 instances: G5g.",
+        supported=ARM64_SUPPORTED,
     ),
 )
-# Two releases per line, so "the latest" has something to choose between.
-DLAMI_RELEASES = ("20250915", "20251020")
+# Kept for callers that name the default releases (each line has its own: DlamiLine.releases).
+DLAMI_RELEASES = DlamiLine.releases
 
 
 def dlami_parameter_name(line: DlamiLine) -> str:
     return f"/aws/service/deeplearning/ami/{line.architecture}/{line.parameter}/latest/ami-id"
+
+
+def dlami_line(parameter: str, architecture: str = "x86_64") -> DlamiLine:
+    """The seeded line of that name and architecture."""
+    return next(line for line in DLAMI_LINES if line.parameter == parameter and line.architecture == architecture)
 
 
 def _seed_catalogue() -> None:
@@ -113,8 +158,7 @@ def _seed_catalogue() -> None:
 def _seed_region(account: str, region: str) -> dict[str, str]:
     """Adds the DLAMI images and SSM parameters to one region; returns parameter -> AMI id."""
     from moto.ec2.models import ec2_backends
-    from moto.ec2.utils import random_ami_id
-    from moto.ssm.models import Parameter, ssm_backends
+    from moto.ssm.models import ssm_backends
 
     ec2 = ec2_backends[account][region]
     ssm = ssm_backends[account][region]
@@ -130,40 +174,53 @@ def _seed_region(account: str, region: str) -> dict[str, str]:
         if ssm._parameters.get(name):  # moto's backends are per process: seeded already
             published[name] = ssm._parameters[name][-1].value
             continue
-        for n, release in enumerate(DLAMI_RELEASES):
-            ami = _SizedAmi(
-                ec2,
-                random_ami_id(),
-                name=f"{line.name_prefix} {release}",
-                description=f"{line.supported} {line.name_prefix}",
-                owner_id=AMAZON_OWNER_ID,
-                owner_alias="amazon",
-                public=True,
-                virtualization_type="hvm",
-                architecture=line.architecture,
-                root_device_type="ebs",
-                region_name=f"{region}a",
-                creation_date=dt.datetime(2025, 9 + n, 15, tzinfo=dt.UTC),
-            )
-            ami.root_gib = line.root_gib
-            ec2.amis[ami.id] = ami
-            latest = ami.id
-        ssm._parameters[name].append(
-            Parameter(
-                account_id=account,
-                name=name,
-                value=latest,
-                parameter_type="String",
-                description=None,
-                allowed_pattern=None,
-                keyid=None,
-                last_modified_date=dt.datetime.now(dt.UTC).timestamp(),
-                version=1,
-                data_type="aws:ec2:image",
-            )
-        )
-        published[name] = latest
+        for release in line.releases:
+            published[name] = _add_dlami_image(account, region, line, release)
     return published
+
+
+def _add_dlami_image(account: str, region: str, line: DlamiLine, release: str) -> str:
+    """One more image of a line, released on ``release`` (YYYYMMDD), and the line's SSM
+    parameter pointed at it (a new version, as AWS publishes a release)."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.utils import random_ami_id
+    from moto.ssm.models import Parameter, ssm_backends
+
+    ec2 = ec2_backends[account][region]
+    ssm = ssm_backends[account][region]
+    ami = _SizedAmi(
+        ec2,
+        random_ami_id(),
+        name=f"{line.name_prefix} {release}",
+        description=f"{line.supported} {line.name_prefix}",
+        owner_id=AMAZON_OWNER_ID,
+        owner_alias="amazon",
+        public=True,
+        virtualization_type="hvm",
+        architecture=line.architecture,
+        root_device_type="ebs",
+        region_name=f"{region}a",
+        creation_date=dt.datetime.strptime(release, "%Y%m%d").replace(tzinfo=dt.UTC),
+    )
+    ami.root_gib = line.root_gib
+    ec2.amis[ami.id] = ami
+    name = dlami_parameter_name(line)
+    versions = ssm._parameters[name]
+    versions.append(
+        Parameter(
+            account_id=account,
+            name=name,
+            value=ami.id,
+            parameter_type="String",
+            description=None,
+            allowed_pattern=None,
+            keyid=None,
+            last_modified_date=dt.datetime.now(dt.UTC).timestamp(),
+            version=len(versions) + 1,
+            data_type="aws:ec2:image",
+        )
+    )
+    return str(ami.id)
 
 
 class _SizedAmi:  # replaced by a real subclass on first use (moto imports are slow)
@@ -260,7 +317,8 @@ def _service_from_auth(auth: str) -> str | None:
         return None
 
 
-JSON_TARGET_SERVICES = {"AmazonSSM": "ssm", "GraniteServiceVersion20100801": "monitoring"}
+JSON_TARGET_SERVICES = {"AmazonSSM": "ssm", "GraniteServiceVersion20100801": "monitoring",
+                        "AWSPriceListService": "pricing", QUOTAS_TARGET: "servicequotas"}
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -286,6 +344,10 @@ class Emulator:
         # controller's) either, as a failed call does nothing on AWS.
         self.faults = FaultInjector(zone_of_subnet=self._zone_of_subnet, zones_of_region=self._zones_of_region)
         self.interceptors: list[Middleware] = [self.faults]
+        self.interceptors.append(PriceListAPI())  # moto has no Price List API (local_cloud/pricing.py)
+        # EC2's vCPU quotas, a course account's (local_cloud/quotas.py); EC2 enforces them (aws_rules.py).
+        self.quotas = QuotaState(course=True)
+        self.interceptors.append(self.quotas)
         self.run_tokens = RunInstancesTokens()  # moto ignores RunInstances' ClientToken
         self._port = port
         self._server: BaseWSGIServer | None = None
@@ -314,6 +376,7 @@ class Emulator:
         _make_sized_ami_class()
         _settle_shared_transformers()
         aws_rules.install()
+        quotas_module.ACTIVE = self.quotas
         app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server(
             "127.0.0.1", self._port, self._wrap(app), threaded=True, request_handler=_QuietHandler
@@ -328,6 +391,13 @@ class Emulator:
         for region in self.regions:
             self.dlami[region] = _seed_region(ACCOUNT_ID, region)
 
+    def publish_dlami(self, region: str, line: DlamiLine, release: str) -> str:
+        """AWS releases a new image of a line: the image, and the line's parameter pointing at
+        it (in one region). Returns the new image's id."""
+        image = _add_dlami_image(ACCOUNT_ID, region, line, release)
+        self.dlami[region][dlami_parameter_name(line)] = image
+        return image
+
     def reset(self) -> None:
         """Forgets every resource (moto's reset), the call counts and the fault rules, and
         seeds again."""
@@ -337,6 +407,7 @@ class Emulator:
         self.calls.reset()
         self.run_tokens.reset()
         self.faults.clear()
+        self.quotas.reset(course=True)
         self.seed()
 
     def _zone_of_subnet(self, region: str | None, subnet_id: str) -> str | None:

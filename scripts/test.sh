@@ -158,6 +158,10 @@ main() {
                      tests/integration/test_modules_lab_host.py tests/integration/test_modules_lab_info.py
                      tests/integration/test_throttling.py tests/integration/test_workstation_shortcuts.py
                      tests/integration/test_workstation_in_the_way.py tests/integration/test_capacity.py)
+  # Started when molecule has ended (its run is the shortest): long tests that would otherwise
+  # keep "the rest" running alone at the end, on a machine with a core to spare by then.
+  local late_tests=(tests/integration/test_key_recovery.py tests/integration/test_dlami.py
+                    tests/integration/test_start_capacity.py)
   local scenarios=(molecule/*/molecule.yml)
   molecule_scenarios=${#scenarios[@]}
   # count, not %: a test count is the progress line's "done" figure.
@@ -169,8 +173,8 @@ main() {
 if hosts_unavailable_reason() is None:
     from local_cloud.standin.image import ensure_base
     ensure_base()' || echo "  (no stand-in image could be made here; the runs will say why)"
-  step "molecule (all scenarios) and pytest (three parts), side by side; logs in tests/output/"
-  echo "  (a line every ${progress_every} s saying where each is; about 14 minutes in all)"
+  step "molecule (all scenarios) and pytest (four parts), side by side; logs in tests/output/"
+  echo "  (a line every ${progress_every} s saying where each is; about 17 minutes in all)"
   watch_start=$SECONDS
   start_run molecule molecule "$logs/molecule.log" \
     env MOLECULE_GLOB='molecule/*/molecule.yml' molecule test --all
@@ -179,9 +183,15 @@ if hosts_unavailable_reason() is None:
   start_run "pytest, AWS flows" pytest "$logs/pytest-flows.log" \
     pytest "${pytest_args[@]}" "${flows_tests[@]}"
   start_run "pytest, the rest" pytest "$logs/pytest.log" \
-    pytest "${pytest_args[@]}" tests "${hosts_tests[@]/#/--deselect=}" "${flows_tests[@]/#/--deselect=}"
+    pytest "${pytest_args[@]}" tests "${hosts_tests[@]/#/--deselect=}" "${flows_tests[@]/#/--deselect=}" \
+    "${late_tests[@]/#/--deselect=}"
+  # shellcheck disable=SC2016  # $0 and $@ are the inner shell's: molecule's pid, pytest's arguments
+  start_run "pytest after molecule" pytest "$logs/pytest-late.log" \
+    bash -c 'while kill -0 "$0" 2>/dev/null; do sleep 2; done; exec pytest "$@"' "${run_pids[0]}" \
+    "${pytest_args[@]}" "${late_tests[@]}"
   watch_runs
   local molecule_rc=${run_rcs[0]} hosts_rc=${run_rcs[1]} flows_rc=${run_rcs[2]} pytest_rc=${run_rcs[3]}
+  local late_rc=${run_rcs[4]}
 
   step "molecule: exit $molecule_rc"
   if [[ $molecule_rc -ne 0 ]]; then tail -150 "$logs/molecule.log"; fi
@@ -190,9 +200,11 @@ if hosts_unavailable_reason() is None:
   cat "$logs/pytest-hosts.log"
   step "pytest, AWS flows: exit $flows_rc"
   cat "$logs/pytest-flows.log"
-  step "pytest, the rest: exit $pytest_rc ($((SECONDS - watch_start)) s for all four)"
+  step "pytest after molecule: exit $late_rc"
+  cat "$logs/pytest-late.log"
+  step "pytest, the rest: exit $pytest_rc ($((SECONDS - watch_start)) s for all five)"
   cat "$logs/pytest.log"
-  exit $((molecule_rc != 0 || hosts_rc != 0 || flows_rc != 0 || pytest_rc != 0))
+  exit $((molecule_rc != 0 || hosts_rc != 0 || flows_rc != 0 || pytest_rc != 0 || late_rc != 0))
 }
 
 # Sourced (tests/integration/test_harness_test_sh.py tests the progress functions): define only.

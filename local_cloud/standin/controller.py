@@ -3,8 +3,9 @@ outside as it would on EC2:
 
 * running, with an Elastic IP associated: booted, answering SSH at the EIP with the
   key pair's public key authorized for ``ubuntu``, and the keys of the user data's
-  cloud-config ``ssh_authorized_keys`` too (the one part of user data emulated; see
-  cloudinit.py);
+  cloud-config ``ssh_authorized_keys`` too (at the first boot), and the user data's
+  scripts run as cloud-init would (first boot; every boot with scripts-user ``always``;
+  see cloudinit.py);
 * stopped: powered off, its disk kept; started again: boots from the same disk;
 * terminated (or gone after a reset of the emulator): destroyed;
 * powered off from inside the guest (``sudo poweroff``, an idle auto-stop): the
@@ -363,7 +364,8 @@ class HostController:
                     self._create(obs)
             elif not host.running and host.failure is None:
                 try:
-                    host.boot()
+                    # A boot after a stop: cloud-init reads the user data as it is now.
+                    host.boot(cloudinit.boot_scripts(obs.user_data, first_boot=False))
                 except Exception as exc:
                     host.failure = f"boot failed: {exc}"
                     self._error(f"stand-in {iid}: {host.failure}")
@@ -384,7 +386,7 @@ class HostController:
         self._hosts[obs.instance_id] = host
         try:
             host.create(obs.eip)
-            host.boot()
+            host.boot(cloudinit.boot_scripts(user_data, first_boot=True))
         except Exception as exc:
             self._create_failed[obs.instance_id] = str(exc)
             self._error(f"stand-in {obs.instance_id}: could not be made: {exc}")

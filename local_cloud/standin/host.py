@@ -33,6 +33,26 @@ EXIT_REBOOT = 133  # systemd-nspawn's exit code when the guest reboots
 SHARE_IN_GUEST = "/srv/share"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# cloud-init's scripts-user, as the stand-in has it: this boot's user scripts, run as root by
+# a oneshot unit before sshd (each script removed once run: the controller puts them in
+# before each boot it makes, see cloudinit.boot_scripts).
+SCRIPTS_DIR = "/var/lib/cloud/instance/scripts"
+SCRIPTS_UNIT = "gpu-lab-scripts-user.service"
+_SCRIPTS_UNIT_TEXT = f"""[Unit]
+Description=User data scripts (cloud-init scripts-user, as the gpu_lab stand-in runs them)
+After=local-fs.target
+Before=ssh.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'for f in {SCRIPTS_DIR}/part-*; do [ -f "$$f" ] || continue; \\
+    "$$f" || echo "$$f failed: $$?"; rm -f "$$f"; done'
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 # Runs as the launcher: joins the stand-in's cgroups (see cgroups.py), then becomes nspawn.
 _LAUNCHER = ('IFS=:; for f in $GPU_LAB_CGROUP_PROCS; do echo $$ > "$f" || exit 1; done; '
@@ -174,12 +194,14 @@ class StandIn:
                         "".join(f"{k}\n" for k in keys).encode(), 0o600, UID, UID)
         self.set_ip(ip)
 
-    def boot(self) -> None:
+    def boot(self, scripts: Sequence[str] = ()) -> None:
+        """Boots the guest; ``scripts`` are the user data scripts cloud-init runs at this boot."""
         if self.running:
             return
         self.failure = None
         self._mount()
         self._copy_host_ca()
+        self._install_scripts(scripts)
         self._launch()
 
     def request_power_off(self, grace: float = 15) -> None:
@@ -311,6 +333,23 @@ class StandIn:
             _write_into(root, f"{HOST_CA_DIR}/{crt.name}", crt.read_bytes(), 0o644)
         if HOST_CA_BUNDLE.exists():
             _write_into(root, str(HOST_CA_BUNDLE), HOST_CA_BUNDLE.read_bytes(), 0o644)
+
+    def _install_scripts(self, scripts: Sequence[str]) -> None:
+        root = self.machine_path
+        folder = root / SCRIPTS_DIR.lstrip("/")
+        for old in folder.glob("part-*") if folder.is_dir() else []:
+            old.unlink()
+        if not scripts:
+            return
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for n, script in enumerate(scripts, 1):
+            _write_into(root, f"{SCRIPTS_DIR}/part-{n:03d}", script.encode(), 0o700)
+        _write_into(root, f"/etc/systemd/system/{SCRIPTS_UNIT}", _SCRIPTS_UNIT_TEXT.encode(), 0o644)
+        wants = root / "etc/systemd/system/multi-user.target.wants"
+        wants.mkdir(mode=0o755, parents=True, exist_ok=True)
+        link = wants / SCRIPTS_UNIT
+        if not link.is_symlink():
+            os.symlink(f"/etc/systemd/system/{SCRIPTS_UNIT}", link)
 
     def _launch(self) -> None:
         assert self.link is not None

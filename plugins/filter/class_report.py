@@ -155,11 +155,13 @@ def class_status(hosts: list[str], hostvars: Mapping[str, Any], class_name: str)
     # The account's left-overs are the same for every lab: the first one says them.
     first = _facts(hostvars, hosts[0]).get("ec2_gpu_host_status") or {} if hosts else {}
     left_over = [o.get("summary") for o in first.get("orphans", [])]
-    return {"class": class_name, "labs": rows, "totals": totals, "left_over": left_over}
+    # Where the prices come from (the Price List API of each region, or the shipped table), once each.
+    prices = _unique(str(r["prices"]) for r in rows if r.get("prices"))
+    return {"class": class_name, "labs": rows, "totals": totals, "left_over": left_over, "prices": prices}
 
 
 def class_status_lines(status: Mapping[str, Any]) -> list[str]:
-    """The status table, its totals line, and a line per left-over."""
+    """The status table, its totals line, where the prices come from, and a line per left-over."""
     t = status["totals"]
     lines = [_status_row("student", "state", "type", "hours", "this run", "stopped/mo", "warnings")]
     for r in status["labs"]:
@@ -170,6 +172,7 @@ def class_status_lines(status: Mapping[str, Any]) -> list[str]:
                  f" (${_float(t['hourly_usd_now']):.2f}/h now), {t['stopped']} stopped, {t['absent']} without an"
                  f" instance; running periods so far ${_float(t['running_periods_usd']):.2f}; while stopped"
                  f" ${_float(t['stopped_monthly_usd']):.2f}/month (disks and addresses).")
+    lines.extend(f"Prices: {p}" for p in status.get("prices") or [])
     lines.extend(f"Left over: {o}" for o in status["left_over"])
     return lines
 

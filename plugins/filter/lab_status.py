@@ -10,8 +10,10 @@ short_description: The lines status.yml shows for one's own lab
 version_added: 0.4.0
 description:
   - Renders C(ec2_gpu_host_status) (as C(lab_status_with_host) completed it) as the status view's
-    lines - lab, state and since when, instance, address, price, the running period's cost, what
-    it costs while stopped, idle auto-stop and its last check, warnings. Lines with nothing to
+    lines - lab, state and since when, instance, address, price and where prices come from (the
+    AWS Price List API and its date, or the shipped table and why), the running period's cost, what
+    it costs while stopped, idle auto-stop and its last check, open quota increase requests,
+    warnings. Lines with nothing to
     say are left out.
   - C(lab_status_with_host) adds what the lab's host said (C(idle_autostop_status)) under
     C(autostop), and a warning when idle auto-stop is enabled but not healthy (not right after a
@@ -63,6 +65,12 @@ def _line(label: str, text: str) -> str:
     return f"{label:<10} {text}"
 
 
+def image_text(image: Mapping[str, Any]) -> str:
+    """'NAME (2026-08-22)', then what is newer, if anything."""
+    date = f" ({image['creation_date']})" if image.get("creation_date") else ""
+    return f"{image.get('name')}{date}" + (f"; {image['newer']}" if image.get("newer") else "")
+
+
 def lab_status_lines(s: Mapping[str, Any]) -> list[str]:
     """The status view's lines."""
     instance = bool(s.get("instance_id"))
@@ -75,15 +83,21 @@ def lab_status_lines(s: Mapping[str, Any]) -> list[str]:
         _line("lab", f"{s['lab']} ({s['region']})"),
         _line("state", f"{s['state']}{since}"),
         _line("instance", f"{s['instance_id']} {s['type']} {s['zone']}") if instance else "",
+        _line("image", image_text(s.get("image") or {})) if (s.get("image") or {}).get("name") else "",
         _line("address", s.get("address") or "-"),
-        _line("price", f"${s['hourly_usd']}/h ({s['prices']})" if s.get("hourly_usd") else "unknown for this type")
+        _line("price", f"${s['hourly_usd']}/h on demand" if s.get("hourly_usd") else "unknown for this type")
         if instance else "",
+        # Where the figures come from: the Price List API and its date, or the shipped table and why.
+        _line("prices", str(s["prices"])) if instance and s.get("prices") else "",
         _line("this run", f"${_float(s['running_period_usd']):.2f} so far")
         if s["state"] == "running" and s.get("hourly_usd") else "",
         _line("stopped", f"${round(disk + addresses, 2):.2f}/month while stopped: {s['disk_gib']} GiB disk "
                          f"${disk:.2f} + Elastic IP ${addresses:.2f}") if instance else "",
         _line("auto-stop", "off" if autostop == "0" else f"after {autostop} idle minutes") if autostop else "",
         _line("last check", f"{host['last_decision']}: {host.get('reason', '')}") if host.get("last_decision") else "",
+        _line("quota", "; ".join(f"request {r.get('id')} to raise {r.get('quota_name') or r.get('quota_code')} to "
+                                 f"{_float(r.get('desired_value')):g} vCPUs: {r.get('status')}"
+                                 for r in s["quota_requests"])) if s.get("quota_requests") else "",
         _line("warnings", " | ".join(s["warnings"])) if s.get("warnings") else "",
     ]
     return [line for line in lines if line]

@@ -527,11 +527,7 @@ def plan_present(w: Wanted, look: Look) -> Plan:
     if plan.problems:
         return plan
 
-    # Missing directories get 0700 too (as ansible.builtin.file gives it to every directory it
-    # creates), so ~/.gpu_lab is looked at only when it exists.
-    if os.path.lexists(w.gpu_lab_dir):
-        plan.directory(w.gpu_lab_dir)
-    plan.directory(w.lab_dir)
+    _lab_folders(plan, w)
     plan.write(w.undo_file, undo, "0600")
     if w.kit and w.kit_token:
         # A kit's token goes where jupyter_server keeps a launched lab's.
@@ -614,6 +610,15 @@ def plan_jupyter_url(w: Wanted) -> Plan:
     return plan
 
 
+def _lab_folders(plan: Plan, w: Wanted) -> None:
+    """~/.gpu_lab and the lab's folder in it, at 0700. Missing directories get 0700 too (as
+    ansible.builtin.file gives it to every directory it creates), so ~/.gpu_lab is looked at
+    only when it exists."""
+    if os.path.lexists(w.gpu_lab_dir):
+        plan.directory(w.gpu_lab_dir)
+    plan.directory(w.lab_dir)
+
+
 def plan_pin(w: Wanted, look: Look) -> Plan:
     """A staff machine's pin: only ~/.gpu_lab/<lab>/known_hosts."""
     plan = Plan()
@@ -633,9 +638,7 @@ def plan_pin(w: Wanted, look: Look) -> Plan:
     plan.problems = _problems_with_writes(look, changing)
     if plan.problems:
         return plan
-    if os.path.lexists(w.gpu_lab_dir):
-        plan.directory(w.gpu_lab_dir)
-    plan.directory(w.lab_dir)
+    _lab_folders(plan, w)
     plan.write(w.known_hosts, content, "0600")
     plan.summary = {
         "lab": w.lab, "state": "present", "pin_only": True, "host_address": w.host_address,

@@ -24,8 +24,14 @@ description:
     in the same call, without M(amazon.aws.ec2_security_group)'s fixed wait after a create.
   - Every resource is tagged in the call that creates it (C(TagSpecifications)), so an
     interrupted launch leaves nothing untagged, and the next run finds and reuses it.
-  - With a stopped instance, starts it; a capacity error then says what to do and changes
-    nothing.
+  - With a stopped instance, starts it. Refused for capacity (a stopped instance's disk keeps it
+    in its zone), it tries the same type again with growing pauses for up to
+    O(start_capacity_wait) seconds (each try is in RV(attempts)); then, with O(start_change_type),
+    changes the stopped instance's type (ModifyInstanceAttribute; disk, Elastic IP and the
+    C(gpu_lab:instance_type) tag stay) to each other type of O(instance_types) its zone offers, in
+    order, until one starts, and says in RV(notes) what changed and how to go back. When none
+    starts, the type it had is put back and nothing changed. A quota refusal
+    (C(VcpuLimitExceeded)) is not waited for - it says which quota to raise.
   - With O(labs), brings many labs up at once (a class), side by side, sharing one set of
     clients per region and one look at the zones offering the candidate types. Each lab fails
     over on its own; a lab that cannot be brought up gets C(failed) and C(msg) under RV(labs),
@@ -80,7 +86,8 @@ options:
         O(instance), O(addresses), O(instance_types), O(zones), O(image_id),
         O(root_device_name), O(volume_size), O(key_name), O(key_pair), O(user_data),
         O(security_group_id), O(security_group), O(tags), O(instance_tags), O(wait_timeout),
-        O(instances), O(orphans), O(modify)), and C(region) (default O(region)).
+        O(instances), O(orphans), O(modify), O(start_capacity_wait), O(start_change_type)), and
+        C(region) (default O(region)).
     type: list
     elements: dict
     version_added: 0.3.0
@@ -112,7 +119,9 @@ options:
     default: []
     version_added: 0.3.0
   instance_types:
-    description: Candidate instance types, most wanted first (used only to launch).
+    description:
+      - Candidate instance types, most wanted first (to launch; to start, the types
+        O(start_change_type) may change a stopped instance to).
     type: list
     elements: str
     default: []
@@ -219,6 +228,22 @@ options:
           - The root volume's new size in GiB (ModifyVolume, in any state; gp3 grows online). The
             same size changes nothing; a smaller one fails the lab (a volume cannot shrink).
         type: int
+  start_capacity_wait:
+    description:
+      - Seconds to keep trying to start a stopped instance in the same type while AWS refuses it for
+        capacity (C(InsufficientInstanceCapacity)), with growing pauses (from a twentieth of this, 0.5 to
+        10 s, doubling up to a minute). 0 tries once.
+    type: float
+    default: 0
+    version_added: 0.4.0
+  start_change_type:
+    description:
+      - When the start is still refused for capacity after O(start_capacity_wait), change the stopped
+        instance's type to the other types of O(instance_types) that its zone offers, in order, and start
+        it; the type it had is put back when none starts.
+    type: bool
+    default: false
+    version_added: 0.4.0
   wait_timeout:
     description:
       - Seconds to wait for the instance to run.
@@ -280,7 +305,11 @@ address:
   returned: success
   type: dict
 attempts:
-  description: Each launch or start attempt (type, zone, outcome, code, message), in order.
+  description:
+    - Each launch or start attempt (type, zone, outcome, code, message), in order. A start's also
+      have C(retry) (0 for the first try of a type, then 1, 2... for the tries after a capacity
+      refusal); C(outcome) is C(started), C(no capacity), C(quota), C(not changed) (the type could not be
+      changed to it) or C(failed).
   returned: always
   type: list
   elements: dict
@@ -303,7 +332,8 @@ started:
 notes:
   description:
     - With O(modify), one sentence per change made to the existing instance, saying how to go
-      back (or that it cannot be undone). Empty otherwise.
+      back (or that it cannot be undone); also the type a start without capacity changed to
+      (O(start_change_type)). Empty otherwise.
   returned: with O(state=present)
   type: list
   elements: str
@@ -355,6 +385,13 @@ from ansible_collections.csdl.gpu_lab.plugins.module_utils.drift import (
     type_refusal,
 )
 from ansible_collections.csdl.gpu_lab.plugins.module_utils.labs import check_labs
+from ansible_collections.csdl.gpu_lab.plugins.module_utils.start_capacity import (
+    changed_note,
+    fallback_types,
+    no_capacity_message,
+    quota_message,
+    retry_delays,
+)
 from ansible_collections.csdl.gpu_lab.plugins.module_utils.timeouts import (
     bounded,
     client_config,
@@ -627,26 +664,103 @@ class LabHost:
             f"{' / '.join(quotas)} (Service Quotas console, EC2). No instance, address or "
             "security group was left.")
 
-    def start(self, instance: dict[str, Any]) -> None:
+    def start(self, instance: dict[str, Any]) -> dict[str, Any]:
+        """Starts the stopped instance; the instance as it is now (another type after a change).
+        Refused for capacity: tried again in its zone for up to O(start_capacity_wait) s, then
+        (O(start_change_type)) changed to the lab's other candidate types its zone offers, one
+        after the other. When none starts, its type is put back: it stays stopped, unchanged."""
+        began = time.monotonic()
+        code, error = self._start_once(instance)
+        refusals = 0
+        for delay in retry_delays(float(self.p["start_capacity_wait"] or 0)):
+            if code not in CAPACITY_CODES:
+                break
+            refusals += 1
+            time.sleep(delay)
+            code, error = self._start_once(instance, retry=refusals)
+        if not code:
+            return instance
+        if code not in CAPACITY_CODES:
+            self._start_refused(instance, code, error)
+        first_code = code
+        refusals += 1
+        seconds = time.monotonic() - began
+        tried: list[str] = []
+        restored = ""
+        if self.p["start_change_type"]:
+            offered, _ = self.region.where(self.p["instance_types"] or [instance["type"]])
+            for kind in fallback_types(instance["type"], self.p["instance_types"], offered, instance["zone"]):
+                started = self._start_as(instance, kind, tried)
+                if started:
+                    self.notes.append(changed_note(self.p["lab"], instance["id"], instance["type"], kind,
+                                                   instance["zone"], self.region.name, recorded_type(instance),
+                                                   refusals, seconds))
+                    return started
+            restored = self._type_back(instance, tried)
+        raise LabFailure(no_capacity_message(instance["id"], instance["type"], instance["zone"], tried, refusals,
+                                             seconds, bool(self.p["start_change_type"]), restored, first_code))
+
+    def _start_once(self, instance: dict[str, Any], retry: int = 0
+                    ) -> tuple[str, botocore.exceptions.ClientError | None]:
+        """One StartInstances, recorded in the attempts: ('', None) when it started, else AWS's
+        code and error."""
         try:
             self._call("start_instances", InstanceIds=[instance["id"]])
         except botocore.exceptions.ClientError as e:
             code = _code(e)
+            outcome = "no capacity" if code in CAPACITY_CODES else "quota" if code in QUOTA_CODES else "failed"
             self.attempts.append({"type": instance["type"], "zone": instance["zone"], "code": code,
-                                  "outcome": "no capacity" if code in CAPACITY_CODES else "failed",
-                                  "message": e.response.get("Error", {}).get("Message", "")})
-            if code in CAPACITY_CODES | QUOTA_CODES:
-                raise LabFailure(
-                    f"AWS has no {instance['type']} capacity in {instance['zone']} right now ({code}), so "
-                    f"the lab's instance {instance['id']} stays stopped and nothing changed. Try "
-                    "start.yml again in a few minutes; or keep your work and move: teardown.yml "
-                    "removes the instance and its disk, so first push your work, then teardown.yml "
-                    "and launch.yml with gpu_lab_zones or gpu_lab_fallback_instance_types set.") from e
-            raise LabFailure(f"Could not start {instance['id']}: {e}") from e
+                                  "outcome": outcome, "message": e.response.get("Error", {}).get("Message", ""),
+                                  "retry": retry})
+            return code, e
         self.attempts.append({"type": instance["type"], "zone": instance["zone"], "outcome": "started",
-                              "code": "", "message": ""})
+                              "code": "", "message": "", "retry": retry})
         self.instance_now = {"id": instance["id"], "type": instance["type"], "zone": instance["zone"],
                              "state": "pending"}
+        return "", None
+
+    def _start_refused(self, instance: dict[str, Any], code: str,
+                       error: botocore.exceptions.ClientError | None) -> None:
+        """A start refused for another reason than capacity: no wait helps."""
+        if code in QUOTA_CODES:
+            raise LabFailure(quota_message(instance["id"], instance["type"], code, _quota_of(instance["type"])))
+        raise LabFailure(f"Could not start {instance['id']}: {error}")
+
+    def _start_as(self, instance: dict[str, Any], kind: str, tried: list[str]) -> dict[str, Any]:
+        """The stopped instance changed to ``kind`` and started ({} when AWS refused either:
+        then it is stopped, of type ``kind`` when the change was made)."""
+        try:
+            self._call("modify_instance_attribute", InstanceId=instance["id"], InstanceType={"Value": kind})
+        except botocore.exceptions.ClientError as e:
+            self.attempts.append({"type": kind, "zone": instance["zone"], "code": _code(e), "outcome": "not changed",
+                                  "message": e.response.get("Error", {}).get("Message", ""), "retry": 0})
+            return {}
+        tried.append(kind)
+        now = {**instance, "type": kind}
+        code, error = self._start_once(now)
+        if code and code not in CAPACITY_CODES | QUOTA_CODES:
+            back = (f"its type is {instance['type']} again; nothing changed" if self._type_back(instance, tried)
+                    else f"it stays stopped as {kind}")
+            raise LabFailure(f"Could not start {instance['id']} as {kind}: {error} ({back}).")
+        if code:
+            return {}
+        if not (instance.get("tags") or {}).get(RECORDED_TYPE_TAG):  # the type asked for stays the record
+            self._record_type(instance, recorded_type(instance))
+        return now
+
+    def _type_back(self, instance: dict[str, Any], tried: list[str]) -> str:
+        """Puts back the type the instance had before the start changed it ('' if it did not)."""
+        if not tried:
+            return ""
+        try:
+            self._call("modify_instance_attribute", InstanceId=instance["id"],
+                       InstanceType={"Value": instance["type"]})
+        except botocore.exceptions.ClientError as e:
+            self.notes.append(f"The instance {instance['id']} is now of type {tried[-1]} (stopped): putting back "
+                              f"{instance['type']} failed ({_code(e)}); run aws ec2 modify-instance-attribute "
+                              f"--instance-id {instance['id']} --instance-type Value={instance['type']}.")
+            return ""
+        return instance["type"]
 
     # --- changed settings (O(modify)), on an instance that exists
     def grow_volume(self, known: dict[str, Any], size: int) -> None:
@@ -956,6 +1070,8 @@ LAB_OPTIONS: dict[str, Any] = {
     "tags": {"type": "dict", "default": {}},
     "instance_tags": {"type": "dict", "default": {}},
     "wait_timeout": {"type": "int", "default": 600},
+    "start_capacity_wait": {"type": "float", "default": 0},
+    "start_change_type": {"type": "bool", "default": False},
     "modify": {"type": "dict", "options": {
         "instance_type": {"type": "str"},
         "volume_size": {"type": "int"},

@@ -63,21 +63,31 @@ options:
     default: []
   image:
     description:
-      - When the lab has no live instance, also resolve the image a new one would use, that is the
-        pinned O(image.image_id); else the AMI id in the public SSM parameter
-        O(image.ssm_parameter); else the newest image owned by O(image.owners) whose name
-        matches O(image.name_pattern). An existing instance is never given another image, so
-        a lab with an instance makes none of these calls.
+      - When the lab has no live instance, also resolve the image a new one would use, for the
+        architecture of its candidate types (the first that exists; C(g5g) is C(arm64)) - the
+        pinned O(image.image_id); else the newest image of the Deep Learning AMI line
+        O(image.dlami), read from AWS's public SSM parameters under
+        C(/aws/service/deeplearning/ami/<architecture>/) (one paged GetParametersByPath per
+        region and architecture for all the labs); else, when SSM is refused (AccessDenied), the
+        newest image owned by O(image.owners) whose name matches O(image.name_pattern) and of
+        that architecture (of the newest supported PyTorch line among them). An existing instance
+        is never given another image, so a lab with an instance makes none of these calls (but
+        see O(volumes)).
     type: dict
     suboptions:
       image_id:
         description: A pinned AMI id.
         type: str
         default: ''
-      ssm_parameter:
-        description: The public SSM parameter holding the latest AMI id of an image line.
+      dlami:
+        description:
+          - The Deep Learning AMI line, such as C(oss-nvidia-driver-gpu-pytorch-2.12-ubuntu-24.04),
+            or C(latest) (also when empty) for the newest supported PyTorch line of the
+            architecture - the highest PyTorch version, the newer Ubuntu release on a tie; a line
+            whose patch support ended (PyTorch 2.7 and older) is never the latest.
         type: str
         default: ''
+        version_added: 0.5.0
       name_pattern:
         description: The fallback name pattern.
         type: str
@@ -112,8 +122,36 @@ options:
     elements: str
     default: []
     version_added: 0.3.0
+  quota:
+    description:
+      - The on-demand vCPU quotas (Service Quotas, service code C(ec2)) of the lab's candidate
+        types (RV(quota), RV(quota_requests)). A class asks once per region for all its labs.
+    type: dict
+    version_added: 0.5.0
+    suboptions:
+      codes:
+        description: The quota codes of the lab's candidate types (such as C(L-DB2E81BA) for G and VT).
+        type: list
+        elements: str
+        default: []
+      check:
+        description:
+          - With no live instance, each code's applied value (one GetServiceQuota per code and
+            region) and the vCPUs running (pending or running) per instance type in the region
+            (one DescribeInstances per region), before a launch creates anything.
+        type: bool
+        default: false
+      requests:
+        description:
+          - The increase requests still open (PENDING, CASE_OPENED) for each code (one
+            ListRequestedServiceQuotaChangeHistoryByQuota per code and region).
+        type: bool
+        default: false
   volumes:
-    description: Also describe the lab instance's EBS volumes (size, type), for the cost view.
+    description:
+      - Also describe the lab instance's EBS volumes (size, type), for the cost view, and its image
+        with what is newer (RV(image)) - one DescribeImages and the SSM path read of the
+        instances' architectures, per region for all the labs.
     type: bool
     default: false
   orphans:
@@ -122,6 +160,32 @@ options:
         no live instance of their lab - an Elastic IP, security group or key pair left behind.
     type: bool
     default: false
+  prices:
+    description:
+      - Also ask the AWS Price List API (GetProducts, at its endpoint in us-east-1) for the
+        on-demand prices of each region given (RV(prices)) - the Linux hourly price of
+        C(instance_types) (one call for all of them), and with C(storage) gp3 storage per
+        GB-month and an in-use public IPv4 address per hour (one call each). The regions are
+        asked side by side. With O(prices) alone, nothing else is looked up.
+      - A region the API does not answer for (no permission, endpoint not reachable, timeout -
+        at most 2 x (5 + 10) s) gets C(failed) and C(msg) under RV(prices); the module does not fail.
+    type: list
+    elements: dict
+    version_added: 0.5.0
+    suboptions:
+      region:
+        description: The region whose prices are asked for.
+        type: str
+        required: true
+      instance_types:
+        description: The instance types whose hourly prices are asked for.
+        type: list
+        elements: str
+        default: []
+      storage:
+        description: Also ask for gp3 storage and public IPv4 prices.
+        type: bool
+        default: true
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -192,8 +256,17 @@ image:
     - With O(image) and no live instance, the image a new instance would use (image_id, name,
       creation_date, root_device_name, root_size_gib, architecture such as C(x86_64) or
       C(arm64), source = pinned, ssm or name), or an empty dict when none was found.
+    - With O(volumes) and a live instance, the instance's own image (the same keys, source =
+      instance; name and creation_date empty when the image is gone).
+    - Both also have C(line) (the DLAMI line it belongs to, empty when not known), C(newer) (one
+      sentence when a newer image of its line, a newer supported line, or the end of its line's
+      support is known, else empty) and C(note) (why it was found by name, or why what is newer
+      is not known, else empty).
   returned: always
   type: dict
+  sample: {image_id: ami-0abc, name: Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.12 (Ubuntu 24.04) 20260822,
+           creation_date: '2026-08-22T00:00:00.000Z', architecture: x86_64, source: ssm,
+           line: oss-nvidia-driver-gpu-pytorch-2.12-ubuntu-24.04, newer: '', note: ''}
 volumes:
   description: The lab instance's EBS volumes (id, size_gib, type, encrypted), with O(volumes).
   returned: always
@@ -221,6 +294,17 @@ drift:
   version_added: 0.3.0
   sample: {apply: {volume_size: 200}, refuse: [], notes: ["Lab csdl's file system takes its disk's new size
            (200 GiB, from 100) at the next boot, or at once with `sudo growpart` and `sudo resize2fs` ..."]}
+prices:
+  description:
+    - With O(prices), each region's prices by region - C(hourly_usd) (instance type to USD per
+      hour, null for a type the Price List has no price for there), C(gp3_gib_month_usd),
+      C(public_ipv4_hour_usd) (with C(storage)) and C(calls) (the GetProducts calls made); or
+      C(failed) and C(msg) (why the API gave no answer).
+  returned: with O(prices)
+  type: dict
+  version_added: 0.5.0
+  sample: {eu-west-1: {hourly_usd: {g6.xlarge: 0.8976}, gp3_gib_month_usd: 0.088, public_ipv4_hour_usd: 0.005,
+           calls: 3}}
 elsewhere:
   description:
     - With O(other_regions), each live instance of the lab found in those regions (C(region),
@@ -230,18 +314,39 @@ elsewhere:
   elements: dict
   version_added: 0.3.0
   sample: [{region: us-west-2, instance: {id: i-0def, state: running, type: g6.xlarge}}]
+quota:
+  description:
+    - With O(quota.check) and no live instance, what the quotas leave - C(values) (each code's
+      applied value in vCPUs, null when not known), C(running_vcpus) (the vCPUs running per
+      instance type in the region, any lab's or not), C(unavailable) (why Service Quotas could not
+      be read, such as C(AccessDeniedException); empty when it could). Empty otherwise.
+  returned: always
+  type: dict
+  version_added: 0.5.0
+  sample: {values: {L-DB2E81BA: 0.0}, running_vcpus: {g4dn.xlarge: 4}, unavailable: ''}
+quota_requests:
+  description:
+    - With O(quota.requests), the open increase requests of the lab's quota codes in its region
+      (id, quota_code, quota_name, desired_value, status, created); empty otherwise or when they
+      cannot be read.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 0.5.0
 """
 
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 try:
+    import botocore.config
     import botocore.exceptions
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
+from ansible_collections.csdl.gpu_lab.plugins.module_utils import dlami, pricing
 from ansible_collections.csdl.gpu_lab.plugins.module_utils.drift import drift
 from ansible_collections.csdl.gpu_lab.plugins.module_utils.labs import check_labs
 from ansible_collections.csdl.gpu_lab.plugins.module_utils.timeouts import (
@@ -298,6 +403,7 @@ def _instance_summary(i: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]
         "type": i["InstanceType"],
         "zone": i["Placement"]["AvailabilityZone"],
         "image": i.get("ImageId", ""),
+        "architecture": i.get("Architecture", ""),
         "launch_time": i["LaunchTime"].isoformat(),
         "public_ip": i.get("PublicIpAddress", ""),
         "key_name": i.get("KeyName", ""),
@@ -414,30 +520,125 @@ def _type_summary(name: str, described: dict[str, Any] | None) -> dict[str, Any]
     }
 
 
-def _image(ec2: Any, ssm: Any, wanted: dict[str, Any]) -> dict[str, Any]:
-    """The image a new instance would use (the DLAMI resolution order), or {}."""
-    image_id, source = wanted.get("image_id") or "", "pinned"
-    if not image_id and wanted.get("ssm_parameter"):
-        try:
-            image_id = ssm.get_parameter(Name=wanted["ssm_parameter"])["Parameter"]["Value"]
-            source = "ssm"
-        except botocore.exceptions.ClientError as e:
-            if e.response["Error"]["Code"] not in ("ParameterNotFound", "AccessDeniedException"):
-                raise
-    if image_id:
-        try:
-            images = ec2.describe_images(ImageIds=[image_id])["Images"]
-        except botocore.exceptions.ClientError as e:
-            if not e.response["Error"]["Code"].startswith("InvalidAMIID"):
-                raise
-            images = []
-        if images or source == "pinned":
-            return _image_summary(images[0], source) if images else {}
+SSM_REFUSED = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation")
+
+
+def _ssm_lines(ssm: Any, architecture: str) -> tuple[dict[str, str] | None, str]:
+    """The DLAMI lines AWS publishes for an architecture (line -> newest image id), read from
+    the public SSM parameters (one paged call), or None and the reason when SSM is refused."""
+    parameters = {}
+    try:
+        pages = ssm.get_paginator("get_parameters_by_path").paginate(
+            Path=dlami.PATH.format(architecture=architecture), Recursive=True)
+        for page in pages:
+            parameters.update({p["Name"]: p["Value"] for p in page.get("Parameters", [])})
+    except botocore.exceptions.ClientError as e:
+        if e.response["Error"]["Code"] not in SSM_REFUSED:
+            raise
+        return None, e.response["Error"]["Code"]
+    return dlami.published(parameters, architecture), ""
+
+
+def _one_line(ssm: Any, line: str, architecture: str) -> dict[str, str] | None:
+    """A pinned line's newest image id by its own parameter (an account allowed GetParameter
+    but not GetParametersByPath), or None when that is refused too."""
+    name = f"{dlami.PATH.format(architecture=architecture)}{line}/latest/ami-id"
+    try:
+        return {line: ssm.get_parameter(Name=name)["Parameter"]["Value"]}
+    except botocore.exceptions.ClientError as e:
+        if e.response["Error"]["Code"] == "ParameterNotFound":
+            return {}
+        if e.response["Error"]["Code"] not in SSM_REFUSED:
+            raise
+        return None
+
+
+def _describe_images(ec2: Any, image_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each of these images that exists, by id, in one call (by filter when one of them does not
+    exist, as naming it would fail the call)."""
+    ids = list(dict.fromkeys(i for i in image_ids if i))
+    if not ids:
+        return {}
+    try:
+        images = ec2.describe_images(ImageIds=ids)["Images"]
+    except botocore.exceptions.ClientError as e:
+        if not e.response["Error"]["Code"].startswith("InvalidAMIID"):
+            raise
+        images = ec2.describe_images(Filters=[{"Name": "image-id", "Values": ids}], IncludeDeprecated=True)["Images"]
+    return {i["ImageId"]: i for i in images}
+
+
+def _by_name(ec2: Any, wanted: dict[str, Any], architecture: str) -> dict[str, Any]:
+    """The fallback: of the images owned by O(image.owners) whose name matches, the newest of
+    the newest supported PyTorch line (dlami.pick_by_name)."""
     if not wanted.get("name_pattern"):
         return {}
     images = ec2.describe_images(Owners=wanted.get("owners") or ["amazon"], Filters=[
-        {"Name": "name", "Values": [wanted["name_pattern"]]}, {"Name": "state", "Values": ["available"]}])["Images"]
-    return _image_summary(max(images, key=lambda i: i.get("CreationDate", "")), "name") if images else {}
+        {"Name": "name", "Values": [wanted["name_pattern"]]}, {"Name": "state", "Values": ["available"]},
+        {"Name": "architecture", "Values": [architecture]}])["Images"]
+    chosen = dlami.pick_by_name(images, architecture)
+    return _image_summary(chosen, "name") if chosen else {}
+
+
+def _images(ec2: Any, ssm: Any, new: dict[str, tuple[dict[str, Any], str]],
+            existing: dict[str, tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """The images of one region, for every lab at once: a new instance's (new: key -> (the
+    O(image) request, the architecture of its types)) and an instance's own (existing: key ->
+    (image id, architecture)), each with its line and what is newer. One SSM path read per
+    architecture and one DescribeImages for all of them; the name fallback only where needed."""
+    architectures = list(dict.fromkeys([a for _, a in new.values()] + [a for _, a in existing.values()]))
+    listings: dict[str, dict[str, str] | None] = {}
+    refused: dict[str, str] = {}
+    for architecture in architectures:
+        listings[architecture], refused[architecture] = _ssm_lines(ssm, architecture)
+    for wanted, architecture in new.values():
+        line = wanted.get("dlami") or dlami.LATEST
+        if refused[architecture] and not wanted.get("image_id") and line != dlami.LATEST:
+            pinned = _one_line(ssm, line, architecture)
+            if pinned is not None:
+                listings[architecture] = (listings[architecture] or {}) | pinned
+    choices: dict[str, tuple[str, str] | None] = {}
+    for key, (wanted, architecture) in new.items():
+        lines = listings[architecture]
+        choices[key] = (None if wanted.get("image_id") or lines is None
+                        else dlami.pick(lines, wanted.get("dlami") or dlami.LATEST, architecture))
+    ids = [w.get("image_id", "") for w, _ in new.values()] + [c[1] for c in choices.values() if c]
+    ids += [i for i, _ in existing.values()] + [i for lines in listings.values() for i in (lines or {}).values()]
+    described = _describe_images(ec2, ids)
+    latest = {architecture: {line: _image_summary(described[i], "ssm") for line, i in (lines or {}).items()
+                             if i in described}
+              for architecture, lines in listings.items()}
+
+    def completed(image: dict[str, Any], architecture: str, line: str, existing: bool) -> dict[str, Any]:
+        if not image:
+            return {}
+        line = line or dlami.line_of(image, latest[architecture])
+        note = (f"The public SSM parameters of the Deep Learning AMIs could not be read ({refused[architecture]}): "
+                "what is newer is not known." if refused[architecture] and existing else "")
+        if refused[architecture] and not existing and image.get("source") == "name":
+            note = (f"The public SSM parameters of the Deep Learning AMIs could not be read "
+                    f"({refused[architecture]}): the image was found by its name (gpu_lab_ami_name_pattern).")
+        return image | {"line": line, "newer": dlami.newer(image, line, latest[architecture], existing),
+                        "note": note}
+
+    found: dict[str, dict[str, Any]] = {}
+    for key, (wanted, architecture) in new.items():
+        choice = choices[key]
+        if wanted.get("image_id"):
+            raw = described.get(wanted["image_id"])
+            found[key] = completed(_image_summary(raw, "pinned") if raw else {}, architecture, "", False)
+        elif choice and choice[1] in described:
+            found[key] = completed(_image_summary(described[choice[1]], "ssm"), architecture, choice[0], False)
+        elif listings[architecture] is None:  # SSM refused: by name
+            found[key] = completed(_by_name(ec2, wanted, architecture), architecture, "", False)
+        else:  # the line is not published for this architecture here
+            found[key] = {}
+    for key, (image_id, architecture) in existing.items():
+        raw = described.get(image_id)
+        image = _image_summary(raw, "instance") if raw else {"image_id": image_id, "name": "", "creation_date": "",
+                                                            "architecture": architecture, "source": "instance"}
+        found[key] = completed(image, architecture, "", True)
+    return found
 
 
 def _image_summary(image: dict[str, Any], source: str) -> dict[str, Any]:
@@ -490,6 +691,96 @@ def _orphans(ec2: Any) -> list[dict[str, Any]]:
     return found
 
 
+# Service Quotas errors that mean "not for this caller": the launch goes on without the check.
+QUOTA_UNAVAILABLE = ("AccessDeniedException", "NoSuchResourceException", "DependencyAccessDeniedException")
+OPEN_REQUESTS = ("PENDING", "CASE_OPENED")
+
+
+def _quotas(module: AnsibleAWSModule, region: str | None, ec2: Any, codes: list[str],
+            described: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The applied value of each quota code (one GetServiceQuota each) and the vCPUs running per
+    instance type in the region (one paged DescribeInstances; a running type not among the
+    described candidates is described in one more call). Service Quotas refused or not
+    answering: ``unavailable`` says why, and the launch goes on without the check."""
+    quotas = _client(module, "service-quotas", region)
+
+    def value(code: str) -> float | None:
+        quota = quotas.get_service_quota(ServiceCode="ec2", QuotaCode=code)["Quota"]
+        return quota.get("Value")
+
+    def running() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        pages = ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+        for i in (i for page in pages for r in page["Reservations"] for i in r["Instances"]):
+            counts[i["InstanceType"]] = counts.get(i["InstanceType"], 0) + 1
+        return counts
+
+    with ThreadPoolExecutor(max_workers=max(2, len(codes) + 1)) as pool:
+        values = {code: pool.submit(value, code) for code in codes}
+        counts = pool.submit(running)
+        found: dict[str, Any] = {"values": {}, "running_vcpus": {}, "unavailable": ""}
+        for code, job in values.items():
+            try:
+                found["values"][code] = job.result()
+            except botocore.exceptions.ClientError as e:
+                error = e.response["Error"]["Code"]
+                found["unavailable"] = found["unavailable"] or (
+                    error if error in QUOTA_UNAVAILABLE else f"{error}: {e.response['Error'].get('Message', '')}")
+                found["values"][code] = None
+            except botocore.exceptions.BotoCoreError as e:
+                found["unavailable"] = found["unavailable"] or (timeout_message(e) if is_timeout(e) else str(e))
+                found["values"][code] = None
+        running_counts = counts.result()
+    unknown = [t for t in running_counts if t not in described]
+    more = {t["name"]: t for t in _instance_types(ec2, unknown)} if unknown else {}
+    found["running_vcpus"] = {t: n * int((described.get(t) or more.get(t) or {}).get("vcpus") or 0)
+                              for t, n in running_counts.items()}
+    return found
+
+
+def _quota_requests(module: AnsibleAWSModule, region: str | None, codes: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The open increase requests of each quota code (one call per code); none when they cannot be read."""
+    quotas = _client(module, "service-quotas", region)
+
+    def one(code: str) -> list[dict[str, Any]]:
+        try:
+            pages = quotas.get_paginator("list_requested_service_quota_change_history_by_quota").paginate(
+                ServiceCode="ec2", QuotaCode=code)
+            changes = [c for page in pages for c in page.get("RequestedQuotas", [])]
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError):
+            return []  # the status view shows what it can; the launch says when quotas are unreadable
+        return [{"id": c.get("Id", ""), "quota_code": c.get("QuotaCode", code), "quota_name": c.get("QuotaName", ""),
+                 "desired_value": c.get("DesiredValue"), "status": c.get("Status", ""),
+                 "created": c["Created"].isoformat() if hasattr(c.get("Created"), "isoformat")
+                 else str(c.get("Created", ""))}
+                for c in changes if c.get("Status") in OPEN_REQUESTS]
+
+    if not codes:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(codes)) as pool:
+        jobs = {code: pool.submit(one, code) for code in codes}
+        return {code: job.result() for code, job in jobs.items()}
+
+
+def _region_quotas(module: AnsibleAWSModule, region: str | None, ec2: Any, labs: list[dict[str, Any]],
+                   instances: dict[str, list[dict[str, Any]]], described: dict[str, dict[str, Any]],
+                   ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """O(quota) for the labs of one region: the quotas of the labs that need a new instance
+    (nothing is asked when every lab has one) and the open requests, each code asked once."""
+    def codes(want: str, new_only: bool) -> list[str]:
+        return list(dict.fromkeys(code for lab in labs if (lab.get("quota") or {}).get(want)
+                                  and not (new_only and instances[lab["lab"]])
+                                  for code in lab["quota"]["codes"]))
+
+    checked = codes("check", new_only=True)
+    asked = codes("requests", new_only=False)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        quotas = pool.submit(_quotas, module, region, ec2, checked, described) if checked else None
+        requests = pool.submit(_quota_requests, module, region, asked)
+        return (quotas.result() if quotas else {}), requests.result()
+
+
 LAB_OPTIONS: dict[str, Any] = {
     "lab": {"type": "str", "required": True},
     "region": {"type": "str"},
@@ -498,7 +789,7 @@ LAB_OPTIONS: dict[str, Any] = {
     "instance_types": {"type": "list", "elements": "str", "default": []},
     "image": {"type": "dict", "options": {
         "image_id": {"type": "str", "default": ""},
-        "ssm_parameter": {"type": "str", "default": ""},
+        "dlami": {"type": "str", "default": ""},
         "name_pattern": {"type": "str", "default": ""},
         "owners": {"type": "list", "elements": "str", "default": ["amazon"]},
     }},
@@ -507,6 +798,18 @@ LAB_OPTIONS: dict[str, Any] = {
         "volume_size": {"type": "int"},
     }},
     "other_regions": {"type": "list", "elements": "str", "default": []},
+    "quota": {"type": "dict", "options": {
+        "codes": {"type": "list", "elements": "str", "default": []},
+        "check": {"type": "bool", "default": False},
+        "requests": {"type": "bool", "default": False},
+    }},
+}
+
+
+PRICE_OPTIONS: dict[str, Any] = {
+    "region": {"type": "str", "required": True},
+    "instance_types": {"type": "list", "elements": "str", "default": []},
+    "storage": {"type": "bool", "default": True},
 }
 
 
@@ -534,13 +837,31 @@ def discover(module: AnsibleAWSModule, region: str | None, labs: list[dict[str, 
         }
         found = {kind: job.result() if job else [] for kind, job in jobs.items()}
     described = {t["name"]: t for t in found["instance_types"]}
-    # A new instance's image, resolved once per distinct request (a class asks one).
-    wanted_images = {repr(lab["image"]): lab["image"] for lab in labs
-                     if lab["image"] and not found["instances"][lab["lab"]]}
+    # The quotas a new instance must fit in, and the open requests: read while the image is resolved.
+    quota_pool = ThreadPoolExecutor(max_workers=1)
+    quota_job = quota_pool.submit(_region_quotas, module, region, ec2, labs, found["instances"], described)
+    # A new instance's image, resolved once per distinct request (a class asks one), for the
+    # architecture of the lab's types; with O(volumes), an instance's own image and what is newer.
+    new_images: dict[str, tuple[dict[str, Any], str]] = {}
+    instance_images: dict[str, tuple[str, str]] = {}
+    for lab in labs:
+        instance = (found["instances"][lab["lab"]] or [{}])[0]
+        if lab["image"] and not instance:
+            architecture = dlami.architecture_of([described[t] for t in lab["instance_types"]])
+            new_images.setdefault(repr((lab["image"], architecture)), (lab["image"], architecture))
+        elif volumes and instance.get("image"):
+            instance_images[instance["image"]] = (instance["image"], instance.get("architecture") or "x86_64")
     images: dict[str, dict[str, Any]] = {}
-    if wanted_images:
-        ssm = _client(module, "ssm", region)
-        images = {key: _image(ec2, ssm, wanted) for key, wanted in wanted_images.items()}
+    if new_images or instance_images:
+        images = _images(ec2, _client(module, "ssm", region), new_images, instance_images)
+
+    def image_of(lab: dict[str, Any], instances: list[dict[str, Any]]) -> dict[str, Any]:
+        if instances:
+            return images.get(instances[0].get("image", ""), {}) if volumes else {}
+        if not lab["image"]:
+            return {}
+        architecture = dlami.architecture_of([described[t] for t in lab["instance_types"]])
+        return images.get(repr((lab["image"], architecture)), {})
     # One call for the cost view's volumes and the root volumes a wanted size is compared with.
     volume_ids = []
     for lab in labs:
@@ -549,6 +870,10 @@ def discover(module: AnsibleAWSModule, region: str | None, labs: list[dict[str, 
             if (lab.get("wanted") or {}).get("volume_size") is not None and i["root_volume_id"]:
                 volume_ids.append(i["root_volume_id"])
     all_volumes = {v["id"]: v for v in _volumes(ec2, volume_ids)}
+    try:
+        region_quota, quota_requests = quota_job.result()
+    finally:
+        quota_pool.shutdown()
     result = {}
     for lab in labs:
         instances = found["instances"][lab["lab"]]
@@ -561,12 +886,16 @@ def discover(module: AnsibleAWSModule, region: str | None, labs: list[dict[str, 
             "security_group": found["security_group"].get(lab["security_group_name"] or "", {}),
             "key_pair": found["key_pair"].get(lab["key_name"] or "", {}),
             "instance_types": [described[t] for t in lab["instance_types"]],
-            "image": images.get(repr(lab["image"]), {}) if lab["image"] and not instances else {},
+            "image": image_of(lab, instances),
             "volumes": [all_volumes[v] for i in instances[:1] for v in i["root_volume_ids"] if v in all_volumes]
             if volumes else [],
             "orphans": found["orphans"],
             "drift": drift(lab["lab"], instances[0] if instances else {}, lab.get("wanted"), root.get("size_gib")),
             "elsewhere": [],  # other_regions: filled in by discover_all, which asks every region once
+            "quota": region_quota if (lab.get("quota") or {}).get("check") and not instances else {},
+            "quota_requests": [r for code in (lab.get("quota") or {}).get("codes", [])
+                               for r in quota_requests.get(code, [])]
+            if (lab.get("quota") or {}).get("requests") else [],
         }
     return result
 
@@ -593,6 +922,96 @@ def _failure(e: Exception, region: str) -> str:
     return f"Could not read the lab's resources in {region}: {e}"
 
 
+PRICING_CONNECT_TIMEOUT_S = 5.0  # prices are a nicety of the status view: never a long wait
+PRICING_READ_TIMEOUT_S = 10.0
+
+
+def _get_products(pricing_client: Any, service: str, filters: list[dict[str, str]]) -> tuple[list[dict[str, Any]], int]:
+    """Every product GetProducts answers for the filters (all its pages), and the calls made."""
+    items: list[dict[str, Any]] = []
+    calls = 0
+    for page in pricing_client.get_paginator("get_products").paginate(
+            ServiceCode=service, Filters=filters, FormatVersion=pricing.FORMAT_VERSION,
+            PaginationConfig={"PageSize": pricing.MAX_RESULTS}):
+        calls += 1
+        items += pricing.products(page.get("PriceList") or [])
+    return items, calls
+
+
+def _region_prices(pricing_client: Any, ask: dict[str, Any]) -> dict[str, Any]:
+    """One region's prices from the Price List API: its types' hourly prices in one call (ANY_OF;
+    a call per type where ANY_OF is refused), gp3 and public IPv4 in one call each (with
+    O(prices) C(storage))."""
+    region, types = ask["region"], list(dict.fromkeys(ask.get("instance_types") or []))
+
+    def hourly() -> tuple[dict[str, float | None], int]:
+        try:
+            items, calls = _get_products(pricing_client, "AmazonEC2", pricing.instance_filters(region, types))
+        except botocore.exceptions.ClientError as e:
+            if e.response["Error"]["Code"] != "InvalidParameterException" or len(types) == 1:
+                raise
+            items, calls = [], 1
+            for name in types:
+                more, n = _get_products(pricing_client, "AmazonEC2", pricing.instance_filters(region, [name]))
+                items, calls = items + more, calls + n
+        return pricing.hourly_by_type(items, region, types), calls
+
+    storage = bool(ask.get("storage", True))
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        by_type = pool.submit(hourly) if types else None
+        gp3 = pool.submit(_get_products, pricing_client, "AmazonEC2", pricing.storage_filters(region)) \
+            if storage else None
+        ipv4 = pool.submit(_get_products, pricing_client, pricing.IPV4_SERVICE, pricing.ipv4_filters(region)) \
+            if storage else None
+        answer: dict[str, Any] = {"hourly_usd": {}, "calls": 0}
+        if by_type:
+            answer["hourly_usd"], calls = by_type.result()
+            answer["calls"] += calls
+        if gp3 and ipv4:
+            (gp3_items, gp3_calls), (ipv4_items, ipv4_calls) = gp3.result(), ipv4.result()
+            answer["gp3_gib_month_usd"] = pricing.gp3_gib_month(gp3_items, region)
+            answer["public_ipv4_hour_usd"] = pricing.ipv4_hour(ipv4_items, region)
+            answer["calls"] += gp3_calls + ipv4_calls
+    return answer
+
+
+def _pricing_failure(e: Exception) -> str:
+    """Why the Price List API gave no prices, in a few words (the status view quotes it)."""
+    if is_timeout(e):
+        return timeout_message(e)
+    if isinstance(e, botocore.exceptions.ClientError):
+        code = e.response["Error"]["Code"]
+        if code in ("AccessDeniedException", "AccessDenied", *CREDENTIAL_ERRORS):
+            return f"no permission for pricing:GetProducts ({code})"
+        return f"{code}: {e.response['Error'].get('Message', '')}".rstrip(": ")
+    if isinstance(e, botocore.exceptions.EndpointConnectionError):
+        return f"endpoint not reachable ({e})"
+    return f"{type(e).__name__}: {e}"
+
+
+def prices_of(module: AnsibleAWSModule, asks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """O(prices): each region's prices (RV(prices)), from the Price List API's endpoint in
+    us-east-1, regions side by side; a region the API gave no answer for gets failed and msg."""
+    if not asks:
+        return {}
+    connect, read = timeouts()
+    config = botocore.config.Config(connect_timeout=min(connect, PRICING_CONNECT_TIMEOUT_S),
+                                    read_timeout=min(read, PRICING_READ_TIMEOUT_S),
+                                    retries={"mode": "standard", "max_attempts": 2})
+
+    client = bounded(module.client("pricing", config=config, region=pricing.ENDPOINT_REGION))
+
+    def one(ask: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return _region_prices(client, ask)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            return {"failed": True, "msg": _pricing_failure(e)}
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(asks)))) as pool:
+        jobs = {ask["region"]: pool.submit(one, ask) for ask in asks}
+        return {region: job.result() for region, job in jobs.items()}
+
+
 def main() -> None:
     module = AnsibleAWSModule(
         argument_spec={
@@ -601,8 +1020,9 @@ def main() -> None:
             "labs": {"type": "list", "elements": "dict"},
             "volumes": {"type": "bool", "default": False},
             "orphans": {"type": "bool", "default": False},
+            "prices": {"type": "list", "elements": "dict", "options": PRICE_OPTIONS},
         },
-        required_one_of=[["lab", "labs"]],
+        required_one_of=[["lab", "labs", "prices"]],
         mutually_exclusive=[["lab", "labs"]],
         supports_check_mode=True,
     )
@@ -611,13 +1031,15 @@ def main() -> None:
         timeouts()  # a bad GPU_LAB_AWS_*_TIMEOUT is said once, before any call
     except ValueError as e:
         module.fail_json(msg=str(e))
+    prices = {"prices": prices_of(module, p["prices"])} if p["prices"] else {}
     if p["lab"]:
         lab = {k: p[k] for k in LAB_OPTIONS}
         found = discover_all(module, [lab], p["volumes"], p["orphans"])[p["lab"]]
         if found.get("failed"):
             module.fail_json(msg=found["msg"])
-        module.exit_json(changed=False, **found)
-    module.exit_json(changed=False, labs=discover_labs(module, p["labs"], p["volumes"], p["orphans"]))
+        module.exit_json(changed=False, **found, **prices)
+    labs = discover_labs(module, p["labs"], p["volumes"], p["orphans"]) if p["labs"] else {}
+    module.exit_json(changed=False, labs=labs, **prices)
 
 
 def discover_labs(module: AnsibleAWSModule, given: list[dict[str, Any]], volumes: bool,

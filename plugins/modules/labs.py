@@ -34,15 +34,24 @@ options:
       - C(confirm_teardown) - what a teardown deletes, the question that names it and what
         answers it (nothing is asked or removed).
       - C(teardown) - remove everything the lab has in AWS, and its key file here.
+      - C(confirm_recover) - for a lost key file, what the recovery does (its C(plan)), and the question
+        that names the stop of a running instance (nothing is asked or changed).
+      - C(recover_key) - a new key file here (an old one kept aside), imported as the lab's key pair; the
+        instance stopped, given user data that authorizes the new key at every boot, and started.
+      - C(finish_recover) - log in with the new key, then stop, restore the original user data and
+        start the instance again if it ran before.
     type: str
     required: true
-    choices: [find, check, launch, start, stop, status, confirm_teardown, teardown]
+    choices: [find, check, launch, start, stop, status, confirm_teardown, teardown, confirm_recover, recover_key,
+              finish_recover]
   options:
     description:
       - The step's own options.
       - For C(find) - C(details) (also volumes and what any lab left over), C(orphans) (the
         left-overs alone).
       - For C(launch) - C(checked), the C(check) step's RV(labs).
+      - For C(recover_key) - C(planned), the C(confirm_recover) step's RV(labs); for C(finish_recover) -
+        C(recovered), the C(recover_key) step's RV(labs).
     type: dict
     default: {}
 notes:

@@ -41,7 +41,18 @@ def runner(name: str) -> Callable[[dict[str, Any], bool], dict[str, Any]] | None
     """How to run module ``name`` here, or None (run it the usual way)."""
     if boto3 is None:
         return None
-    return {"csdl.gpu_lab.lab_info": _lab_info, "csdl.gpu_lab.lab_host": _lab_host}.get(name)
+    return {"csdl.gpu_lab.lab_info": _lab_info, "csdl.gpu_lab.lab_host": _lab_host,
+            "csdl.gpu_lab.lab_key": _lab_key, "csdl.gpu_lab.lab_quota_request": _lab_quota_request}.get(name)
+
+
+def _lab_quota_request(args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    from ansible_collections.csdl.gpu_lab.plugins.module_utils.timeouts import timeouts
+    from ansible_collections.csdl.gpu_lab.plugins.modules import lab_quota_request
+
+    timeouts()
+    wanted = [{"service_code": "ec2"} | dict(r) for r in args["requests"]]
+    answers = lab_quota_request.request_all(ControllerAWS(), wanted, check_mode)
+    return {"changed": any(a["filed"] or a["planned"] for a in answers), "requests": answers}
 
 
 def _lab_info(args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
@@ -49,8 +60,14 @@ def _lab_info(args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     from ansible_collections.csdl.gpu_lab.plugins.modules import lab_info
 
     timeouts()  # a bad GPU_LAB_AWS_*_TIMEOUT is said once (ValueError), before any call
-    labs = lab_info.discover_labs(ControllerAWS(), args["labs"], bool(args.get("volumes")), bool(args.get("orphans")))
-    return {"changed": False, "labs": labs}
+    aws = ControllerAWS()
+    labs = lab_info.discover_labs(aws, args["labs"], bool(args.get("volumes")), bool(args.get("orphans"))) \
+        if args.get("labs") else {}
+    answer = {"changed": False, "labs": labs}
+    if args.get("prices"):  # entries as the module's O(prices) takes them (with its defaults)
+        answer["prices"] = lab_info.prices_of(aws, [{"instance_types": [], "storage": True} | dict(ask)
+                                                    for ask in args["prices"]])
+    return answer
 
 
 def _lab_host(args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
@@ -63,4 +80,13 @@ def _lab_host(args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         labs = lab_host.stop_labs(ControllerAWS(), args["labs"], check_mode)
     else:
         labs = lab_host.converge_labs(ControllerAWS(), args["labs"], state, check_mode)
+    return {"changed": any(r.get("changed") for r in labs.values()), "labs": labs}
+
+
+def _lab_key(args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    from ansible_collections.csdl.gpu_lab.plugins.module_utils.timeouts import timeouts
+    from ansible_collections.csdl.gpu_lab.plugins.modules import lab_key
+
+    timeouts()
+    labs = lab_key.key_labs(ControllerAWS(), args["labs"], args.get("state", "query"), check_mode)
     return {"changed": any(r.get("changed") for r in labs.values()), "labs": labs}

@@ -10,12 +10,15 @@ The sentences and their order are the ones users (and tests/integration/test_bad
 
 from __future__ import annotations
 
+import html
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.csdl.gpu_lab.plugins.filter.file_mode import file_mode
+from ansible_collections.csdl.gpu_lab.plugins.module_utils import dlami
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_settings import LabSettings, as_bool, unique
 from ansible_collections.csdl.gpu_lab.plugins.test.network import ipv4_cidr
 
@@ -172,14 +175,55 @@ class KeyFile:
 
 @dataclass(frozen=True)
 class IpCheck:
-    """What the address check answered (content) or why it did not (msg, as ansible.builtin.uri says it)."""
+    """What the address check answered: its body (content), HTTP status and Content-Type, or
+    why it did not answer (msg: 'connection refused', 'no answer within 5 s'...); url, the
+    check asked. status 0: no HTTP answer (or not said)."""
 
     content: str = ""
     msg: str = ""
+    status: int = 0
+    content_type: str = ""
+    url: str = ""
 
     @property
     def cidr(self) -> str:
         return self.content.strip() + "/32"
+
+    @property
+    def kind(self) -> str:
+        """'ipv4' (the answer wanted), 'ipv6', 'page' (a web page: a captive portal's login),
+        'text' (an answer that is no address, or an empty one) or 'none' (no answer, or an
+        HTTP error)."""
+        text = self.content.strip()
+        if self.status == 511 or (self.status in (0, 200) and looks_like_page(self.content, self.content_type)):
+            return "page"  # 511: Network Authentication Required, a captive portal's status (RFC 6585)
+        if self.status not in (0, 200) or (not self.status and not text):
+            return "none"
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return "text"
+        return "ipv4" if address.version == 4 else "ipv6"
+
+
+PAGE_MARK = re.compile(r"<\s*(!doctype\s+html|html|head|body|title|meta|script|form|div|p|a)\b", re.IGNORECASE)
+PAGE_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def looks_like_page(content: str, content_type: str = "") -> bool:
+    """An HTML page, by its Content-Type or by its first tags."""
+    return content_type.split(";")[0].strip().lower() in PAGE_TYPES or bool(PAGE_MARK.search(content[:4096]))
+
+
+def page_title(content: str) -> str:
+    found = re.search(r"<title[^>]*>(.*?)</title>", content[:16384], re.IGNORECASE | re.DOTALL)
+    return excerpt(html.unescape(found.group(1))) if found else ""
+
+
+def excerpt(text: str, most: int = 60) -> str:
+    """text on one line, control characters out, cut to most characters: never a whole page."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return line if len(line) <= most else line[:most - 3].rstrip() + "..."
 
 
 def ssh_cidrs(lab: LabSettings, ip: IpCheck) -> list[str]:
@@ -236,7 +280,14 @@ def new_instance_problems(lab: LabSettings, found: dict[str, Any]) -> list[str]:
     arch = str(image.get("architecture", ""))
     problems = []
     misfit = [t for t in present if arch not in t.get("architectures", [])] if arch else []
-    if misfit:
+    if misfit and lab.ami_id:
+        names = [str(t["name"]) for t in misfit]
+        theirs = unique(a for t in misfit for a in t.get("architectures", []))
+        problems.append(f"The image gpu_lab_ami_id pins, {image.get('image_id')}, is {arch}, and instance "
+                        f"type{plural(names, 's', '')} {', '.join(names)} {plural(names, 'run', 'runs')} "
+                        f"{'/'.join(theirs)}: set gpu_lab_ami_id to an image of that architecture, or to '' for "
+                        "the latest Deep Learning AMI of the type's architecture; nothing was created.")
+    elif misfit:
         names = [str(t["name"]) for t in misfit]
         theirs = unique(a for t in misfit for a in t.get("architectures", []))
         problems.append(f"Instance type{plural(names, 's', '')} {', '.join(names)} cannot run the image "
@@ -259,10 +310,12 @@ def image_problems(lab: LabSettings, found: dict[str, Any]) -> list[str]:
         return [f"AMI {lab.ami_id} does not exist in {lab.region} (an AMI id belongs to one region): set "
                 "gpu_lab_ami_id to an image of this region, or to '' for the latest Deep Learning AMI."]
     if not image:
-        return [f"No Deep Learning AMI found in {lab.region} for the line '{lab.dlami}' (SSM parameter "
-                f"{lab.ssm_parameter}) nor by the name pattern '{lab.ami_name_pattern}': set gpu_lab_dlami to a "
-                "published line (aws ssm get-parameters-by-path --path /aws/service/deeplearning/ami/x86_64) "
-                "or gpu_lab_ami_id to an image id."]
+        arch = dlami.architecture_of(list(found.get("instance_types") or []))
+        return [f"No Deep Learning AMI found in {lab.region} for the line '{lab.dlami_line}' on {arch} (SSM "
+                f"{lab.ssm_parameter(arch)}; by the name pattern '{lab.ami_name_pattern}' when SSM cannot be "
+                f"read): set gpu_lab_dlami to latest or to a line published for {arch} (aws ssm "
+                f"get-parameters-by-path --path /aws/service/deeplearning/ami/{arch} --recursive), or gpu_lab_ami_id "
+                "to an image id."]
     root = _int(image.get("root_size_gib"))
     if _int(lab.volume_size) < root:
         return [f"Volume size {shown(lab.volume_size)} GiB is smaller than the AMI's {root} GiB snapshot: set "
@@ -273,10 +326,13 @@ def image_problems(lab: LabSettings, found: dict[str, Any]) -> list[str]:
 def key_problems(lab: LabSettings, found: dict[str, Any], key: KeyFile) -> list[str]:
     problems = []
     if (not lab.key_pair_public_key and found.get("key_pair") and not key.mode and not lab.rotate_key):
+        if found.get("instance"):
+            fix = ("or, if it is lost, run ansible-playbook recover_key.yml: a new key opens the same instance, "
+                   "with its disk and address kept")
+        else:
+            fix = "or run with -e gpu_lab_rotate_key=true to replace the key pair (the lab has no instance yet)"
         problems.append(f"Key pair {lab.key_name} exists in {lab.region} but its private key {lab.key_file} is "
-                        "missing: copy it back there (chmod 400), or run with -e gpu_lab_rotate_key=true to "
-                        "replace the key pair (a lab instance that exists must then be relaunched: teardown.yml, "
-                        "then launch.yml).")
+                        f"missing: copy it back there (chmod 400), {fix}.")
     # A lab whose key pair is someone else's (a student's) is reached with the key its first
     # boot authorized (the class admin key): without it, nobody can configure it.
     if lab.key_pair_public_key and found.get("instance") and not key.mode:
@@ -296,11 +352,33 @@ def key_problems(lab: LabSettings, found: dict[str, Any], key: KeyFile) -> list[
 
 
 def ip_problems(lab: LabSettings, ip: IpCheck) -> list[str]:
-    if lab.ssh_cidrs or ipv4_cidr(ip.cidr):
+    """What the address check's answer stops, for a lab whose SSH source is detected: one
+    sentence for each way it goes wrong (an IPv6 address, a web page, another text, none)."""
+    kind = ip.kind
+    if lab.ssh_cidrs or (kind == "ipv4" and ipv4_cidr(ip.cidr)):
         return []
-    return [f"Could not detect this machine's public IPv4 address from {lab.ip_check_url} "
-            f"({ip.msg or 'no answer'}): set gpu_lab_ssh_cidr to the address you connect from, e.g. "
-            "-e gpu_lab_ssh_cidr=203.0.113.7/32."]
+    url = ip.url or lab.ip_check_url
+    start = f"Could not detect this machine's public IPv4 address: the address check {url}"
+    set_it = "set gpu_lab_ssh_cidr to your public IPv4 address as a /32, e.g. -e gpu_lab_ssh_cidr=203.0.113.7/32"
+    if kind == "ipv6":
+        return [f"{start} answered with the IPv6 address {ip.content.strip()}, and the security group's SSH rule "
+                "needs an IPv4 address (your network seems IPv6-only, or the check answered over IPv6), so nothing "
+                f"was created: {set_it}."]
+    if kind == "page":
+        title = page_title(ip.content)
+        shown_page = f" ('{title}')" if title else ""
+        status = f" (HTTP {ip.status})" if ip.status not in (0, 200) else ""
+        return [f"{start} answered with a web page{shown_page}{status} instead of an address, as a Wi-Fi captive "
+                "portal does until you log in, so nothing was created: open a browser, log in to the network and "
+                f"run again, or {set_it}."]
+    if kind == "text":
+        said = f"'{excerpt(ip.content)}'" if ip.content.strip() else "with an empty page"
+        return [f"{start} answered {said}, which is not an IP address, so nothing was created: {set_it}, or "
+                "gpu_lab_ip_check_url to a URL that answers with the address alone, such as "
+                "https://checkip.amazonaws.com."]
+    why = f"answered {ip.msg}" if ip.status else f"did not answer ({ip.msg or 'no answer'})"
+    return [f"{start} {why}, so nothing was created: {set_it}, or gpu_lab_ip_check_url to an address check "
+            "this machine can reach."]
 
 
 def _int(value: Any) -> int:

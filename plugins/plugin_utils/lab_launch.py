@@ -16,17 +16,25 @@ launched, started or changed, then each lab's record of where it lives."""
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
 
 from ansible_collections.csdl.gpu_lab.plugins.lookup.ec2_regions import LookupModule as Regions
-from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_checks, lab_launch_local, lab_launch_spec
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import (
+    lab_checks,
+    lab_launch_local,
+    lab_launch_spec,
+    lab_quota,
+)
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_checks import IpCheck, KeyFile
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_run import ModuleFailed, Part, Run, failed, find, ok
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_settings import LabSettings
 
-IP_CHECK_TIMEOUT = 5  # seconds
+IP_CHECK_TIMEOUT = 5  # seconds, for the connection and for each read
+IP_CHECK_MOST_BYTES = 65536  # read of the address check's answer: an address, or a portal's page
 
 
 # --- step=check ----------------------------------------------------------------------------
@@ -50,7 +58,68 @@ def check_step(run: Run) -> dict[str, Part]:
     ip = detect_address([run.labs[h] for h in hosts if not found[h]["failed"]])
     for host in hosts:
         parts[host] = checked_part(run.labs[host], found[host], ip)
+    fit_quotas(run, parts)
     return parts
+
+
+def fit_quotas(run: Run, parts: dict[str, Part]) -> None:
+    """The vCPU quota, before anything is created: for each region, the labs that passed the
+    checks and need a new instance, in play order (lab_quota.decide). A lab that fits keeps
+    the candidates that fit (``candidates``; the others are ``quota_skipped`` attempts); one
+    that does not fails with the one message. Service Quotas unreadable: said once per region,
+    and RunInstances decides. With gpu_lab_request_quota, one request per quota and region."""
+    by_region: dict[str, list[str]] = {}
+    for host, part in parts.items():
+        if not part.get("failed") and (part["found"].get("quota") or {}):
+            by_region.setdefault(str(part["found"].get("region") or run.labs[host].region), []).append(host)
+    fits: dict[str, lab_quota.Fit] = {}
+    regions: dict[str, str] = {}
+    for region, hosts in by_region.items():
+        read = parts[hosts[0]]["found"]["quota"]
+        quotas = lab_quota.RegionQuotas(region, dict(read.get("values") or {}),
+                                        lab_quota.in_use(read.get("running_vcpus") or {}),
+                                        str(read.get("unavailable") or ""))
+        if quotas.unavailable:
+            run.warn(lab_quota.unavailable_warning(region, quotas.unavailable))
+        wants = []
+        for host in hosts:
+            vcpus = {t.get("name"): int(t.get("vcpus") or 0) for t in parts[host]["found"].get("instance_types") or []}
+            wants.append(lab_quota.Want(run.labs[host].name, [(t, vcpus.get(t, 0)) for t in run.labs[host].candidates]))
+        decided = lab_quota.decide(quotas, wants)
+        fits.update({host: decided[run.labs[host].name] for host in hosts})
+        regions.update(dict.fromkeys(hosts, region))
+    said = request_quotas(run, {h: f for h, f in fits.items() if run.labs[h].request_quota}, regions)
+    for host, fit in fits.items():
+        part, note = parts[host], said.get(host, "")
+        if not fit.fits:
+            again = " Run launch.yml again once AWS approved it." if note and "status" in note else ""
+            parts[host] = failed(f"{fit.facts} {note}{again}" if note else fit.msg)
+            continue
+        part["candidates"] = fit.candidates
+        part["quota_skipped"] = fit.skipped
+        part["quota_notes"] = [note] if note else []
+
+
+def request_quotas(run: Run, fits: dict[str, lab_quota.Fit], regions: dict[str, str]) -> dict[str, str]:
+    """Asks AWS to raise each quota the labs' first candidates need (one request per quota and
+    region, for the largest value any of them needs), in one csdl.gpu_lab.lab_quota_request
+    call; the sentence for each lab that asked."""
+    wanted: dict[tuple[str, str], int] = {}
+    for host, fit in fits.items():
+        if fit.request:
+            key = (regions[host], fit.request[0])
+            wanted[key] = max(wanted.get(key, 0), fit.request[1])
+    if not wanted:
+        return {}
+    requests = [{"region": region, "quota_code": code, "desired_value": value}
+                for (region, code), value in wanted.items()]
+    try:
+        answers = run.call("csdl.gpu_lab.lab_quota_request", {"requests": requests}).get("requests") or []
+    except ModuleFailed as error:
+        answers = [{**r, "error": str(error)} for r in requests]
+    by_key = {(str(a.get("region")), str(a.get("quota_code"))): a for a in answers}
+    return {host: lab_quota.request_sentence(by_key[(regions[host], fit.request[0])], regions[host])
+            for host, fit in fits.items() if fit.request and (regions[host], fit.request[0]) in by_key}
 
 
 def checked_part(lab: LabSettings, found: Part, ip: IpCheck) -> Part:
@@ -82,15 +151,39 @@ def detect_address(labs: list[LabSettings]) -> IpCheck:
 
 
 def ask_address(url: str) -> IpCheck:
-    """What the address check answers, or why it did not (as ansible.builtin.uri said it)."""
+    """What the address check answers (body, status, Content-Type), or why it did not, in a
+    few words (lab_checks.ip_problems makes the sentence)."""
     try:
         with urllib.request.urlopen(url, timeout=IP_CHECK_TIMEOUT) as answer:  # noqa: S310 - the lab's setting
-            body = answer.read()
+            body = answer.read(IP_CHECK_MOST_BYTES)
+            return IpCheck(content=body.decode("utf-8", "replace"), msg=f"OK ({len(body)} bytes)",
+                           status=answer.status or 200, content_type=answer.headers.get_content_type(), url=url)
     except urllib.error.HTTPError as error:
-        return IpCheck(msg=f"Status code was {error.code} and not [200]: HTTP Error {error.code}: {error.reason}")
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        return IpCheck(msg=f"Status code was -1 and not [200]: Request failed: {error}")
-    return IpCheck(content=body.decode("utf-8", "replace"), msg=f"OK ({len(body)} bytes)")
+        try:
+            body = error.read(IP_CHECK_MOST_BYTES)
+        except (OSError, ValueError):
+            body = b""
+        return IpCheck(content=body.decode("utf-8", "replace"), msg=f"HTTP {error.code} {error.reason}",
+                       status=error.code, content_type=error.headers.get_content_type() if error.headers else "",
+                       url=url)
+    except urllib.error.URLError as error:
+        return IpCheck(msg=no_answer(error.reason), url=url)
+    except (OSError, ValueError) as error:  # a read that timed out, a URL that is none
+        return IpCheck(msg=no_answer(error), url=url)
+
+
+def no_answer(reason: object) -> str:
+    """Why the address check did not answer, in a few words."""
+    if isinstance(reason, TimeoutError):
+        return f"no answer within {IP_CHECK_TIMEOUT} s"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, socket.gaierror):
+        return f"its host name did not resolve: {reason}"
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return (f"its TLS certificate was not trusted: {reason.verify_message or reason}, as when a Wi-Fi captive "
+                "portal answers in its place")
+    return str(reason) or type(reason).__name__
 
 
 # --- step=launch ---------------------------------------------------------------------------
@@ -121,7 +214,8 @@ def launch_step(run: Run) -> dict[str, Part]:
     for host, part in ready.items():
         if host not in parts:
             key = keys.get(run.labs[host].key_file, lab_launch_local.LocalKey())
-            parts[host] = launched_part(run, run.labs[host], part["found"], answers.get(host, {}), key.created)
+            ran = lab_launch_spec.with_quota(part, answers.get(host, {}))
+            parts[host] = launched_part(run, run.labs[host], part["found"], ran, key.created)
     return parts
 
 

@@ -67,7 +67,8 @@ def run_spec(lab: LabSettings, checked: dict[str, Any], local_public: str, rotat
         "region": lab.region,
         "instance": instance,
         "addresses": found.get("addresses") or [],
-        "instance_types": lab.candidates,
+        # The candidates the vCPU quota leaves (the check step's; all of them when it was not read).
+        "instance_types": checked.get("candidates") or lab.candidates,
         "zones": lab.zones,
         "image_id": image.get("image_id"),
         "root_device_name": image.get("root_device_name", DEFAULT_ROOT_DEVICE),
@@ -86,6 +87,15 @@ def run_spec(lab: LabSettings, checked: dict[str, Any], local_public: str, rotat
     }
 
 
+def with_quota(checked: dict[str, Any], ran: dict[str, Any]) -> dict[str, Any]:
+    """lab_host's answer with what the quota check did first: the candidates it skipped, as the
+    launch attempts they are ("quota"), and what a quota request said, as notes."""
+    skipped, notes = checked.get("quota_skipped") or [], checked.get("quota_notes") or []
+    if not (skipped or notes) or not ran.get("launched"):
+        return ran
+    return {**ran, "attempts": [*skipped, *(ran.get("attempts") or [])], "notes": [*notes, *(ran.get("notes") or [])]}
+
+
 # --- What the role publishes ------------------------------------------------------------------
 
 def launch_note(lab: LabSettings, found: dict[str, Any], ran: dict[str, Any]) -> str:
@@ -97,8 +107,19 @@ def launch_note(lab: LabSettings, found: dict[str, Any], ran: dict[str, Any]) ->
         before = "".join(f"{', after ' if n == 0 else '; '}{a['type']} in {a.get('zone') or 'no zone'}: "
                          f"{a.get('code') or a.get('outcome')}" for n, a in enumerate(attempts[:-1]))
         sentences.append(f"Launched {instance['type']} in {instance['zone']}{before}.")
+        sentences += image_notes(found.get("image") or {})
     sentences += [*(ran.get("notes") or []), *((found.get("drift") or {}).get("notes") or []), *kept(lab, found)]
     return " ".join(sentences)
+
+
+def image_notes(image: dict[str, Any]) -> list[str]:
+    """The image a new instance got, by name and date (and why it was found by name)."""
+    if not image.get("name"):
+        return []
+    line = f", line {image['line']}" if image.get("line") else ""
+    said = [f"Image: {image['name']} ({image.get('image_id')}, created "
+            f"{str(image.get('creation_date', ''))[:10] or 'on an unknown date'}{line})."]
+    return said + ([str(image["note"])] if image.get("note") else [])
 
 
 def kept(lab: LabSettings, found: dict[str, Any]) -> list[str]:
@@ -145,8 +166,11 @@ def outcome(lab: LabSettings, found: dict[str, Any], ran: dict[str, Any], check_
     # In check mode nothing was started: only a lab already running at its address answers.
     running = (found.get("instance") or {}).get("state") == "running" and address != ""
     ssh_ready = lab.wait_for_ssh and (not check_mode or running)
+    # What is newer than a new instance's image (a pinned line or id; an unpatched line).
+    newer = [str((found.get("image") or {}).get("newer") or "")] if ran.get("launched") else []
     published = published_lab(lab, lab.region, address, ssh_ready) | {
-        "alarm_check": alarm_check(lab, found), "warnings": warnings(str(instance.get("type", "")), found)}
+        "alarm_check": alarm_check(lab, found),
+        "warnings": warnings(str(instance.get("type", "")), found) + [n for n in newer if n]}
     return {"instance": instance, "address": address, "lab": published, "region": lab.region,
             "launch_note": launch_note(lab, found, ran), "launch_attempts": ran.get("attempts") or []}
 

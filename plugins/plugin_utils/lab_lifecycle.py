@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_prices
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_price_cache, lab_prices
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_run import (
     ModuleFailed,
     Part,
@@ -52,9 +52,10 @@ def call_labs(run: Run, specs: dict[str, dict[str, Any]], state: str) -> dict[st
 
 def start_step(run: Run) -> dict[str, Part]:
     """Each part: ``instance``, ``address``, ``lab`` (ssh_ready once it runs at its address),
-    ``check_note`` ('' but in check mode) and ``changed``. A lab with no instance fails, and
-    so does one lab_host could not start (its capacity error is its own: the others start).
-    A lab that already runs at its address makes no call."""
+    ``check_note`` ('' but in check mode), ``start_note`` (what a start without capacity did:
+    its tries, a changed type and how to go back; '' otherwise) and ``changed``. A lab with no
+    instance fails, and so does one lab_host could not start (its capacity error is its own:
+    the others start). A lab that already runs at its address makes no call."""
     parts: dict[str, Part] = {}
     specs: dict[str, dict[str, Any]] = {}
     for host, lab in run.labs.items():
@@ -70,14 +71,39 @@ def start_step(run: Run) -> dict[str, Part]:
                                  "create it with `ansible-playbook launch.yml`.")
             continue
         addresses = found.get("addresses") or []
-        parts[host] = ok(instance=instance, address=address_of(found), lab=published, check_note="")
+        parts[host] = ok(instance=instance, address=address_of(found), lab=published, check_note="", start_note="")
         at_address = any(a.get("instance_id") == instance.get("id") for a in addresses)
         if instance.get("state") != "running" or not at_address:
             specs[host] = {"lab": lab.name, "region": region, "instance": instance, "addresses": addresses,
-                           "wait_timeout": lab.instance_timeout}
+                           "wait_timeout": lab.instance_timeout, **start_options(lab)}
     for host, ran in call_labs(run, specs, "present").items():
         parts[host] = started_part(run.labs[host], parts[host], ran, run.check_mode)
     return parts
+
+
+def start_options(lab: LabSettings) -> dict[str, Any]:
+    """What lab_host does when AWS has no capacity for a stopped lab's type in its zone: the
+    seconds it tries that type again, whether it then changes the type, and to which."""
+    return {"instance_types": [t for t in lab.candidates if t],
+            "start_capacity_wait": round(lab.start_capacity_wait_minutes * 60, 3),
+            "start_change_type": lab.start_change_type}
+
+
+def start_note(lab: LabSettings, ran: Part) -> str:
+    """What a start that met no capacity did, in words: 'Lab a1 started i-a (g6.xlarge in
+    us-east-1a) after 2 refusals for capacity (InsufficientInstanceCapacity).', or the type it
+    changed to and how to go back (lab_host's note); '' for a start AWS took at once."""
+    attempts = ran.get("attempts") or []
+    refused = [a for a in attempts if a.get("outcome") == "no capacity"]
+    if ran.get("failed") or not refused:
+        return ""
+    if ran.get("notes"):
+        return " ".join(str(n) for n in ran["notes"])
+    started = next((a for a in reversed(attempts) if a.get("outcome") == "started"), {})
+    codes = ", ".join(dict.fromkeys(str(a.get("code")) for a in refused))
+    instance = ran.get("instance") or {}
+    return (f"Lab {lab.name} started {instance.get('id', '')} ({started.get('type', '')} in {started.get('zone', '')}) "
+            f"after {len(refused)} refusal{'s' if len(refused) != 1 else ''} for capacity ({codes}).")
 
 
 def started_part(lab: LabSettings, part: Part, ran: Part, check_mode: bool) -> Part:
@@ -85,12 +111,12 @@ def started_part(lab: LabSettings, part: Part, ran: Part, check_mode: bool) -> P
     note = f"Check mode: lab {lab.name} would {'; '.join(planned)}." if check_mode and planned else ""
     if ran.get("failed"):
         return failed(str(ran.get("msg", f"Lab {lab.name} could not be started.")), check_note=note,
-                      instance=part["instance"], address=part["address"], lab=part["lab"])
+                      instance=part["instance"], address=part["address"], lab=part["lab"], start_note="")
     # In check mode nothing started: the lab answers SSH only if it already did.
     ip = "" if check_mode else str((ran.get("address") or {}).get("public_ip", ""))
     published = part["lab"] | {"address": ip, "ssh_ready": True} if ip else part["lab"]
     return ok(bool(ran.get("changed")), instance=ran.get("instance") or part["instance"],
-              address=ip or part["address"], lab=published, check_note=note)
+              address=ip or part["address"], lab=published, check_note=note, start_note=start_note(lab, ran))
 
 
 # --- step=status ---------------------------------------------------------------------------
@@ -100,16 +126,47 @@ STOPPED_AT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
 def status_step(run: Run, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> dict[str, Part]:
     """Each part: ``status``, the lab at a glance (status_of), from what find.yml found with
-    details (volumes and left-overs). Read-only, no call."""
+    details (volumes and left-overs). Read-only: the one call is for the region's prices, when
+    this machine has none of the week (status_prices)."""
     parts: dict[str, Part] = {}
+    prices = status_prices(run, now())
     for host, lab in run.labs.items():
         seen = looked_up(run, host, "status")
         if not isinstance(seen, tuple):
             parts[host] = seen
             continue
         found, published = seen
-        parts[host] = ok(status=status_of(lab, published["region"], found, now().replace(tzinfo=None)))
+        parts[host] = ok(status=status_of(lab, published["region"], found, now().replace(tzinfo=None),
+                                          prices=prices.get(host)))
     return parts
+
+
+def status_prices(run: Run, now: dt.datetime) -> dict[str, lab_prices.Prices]:
+    """Each lab's prices (the labs with an instance): its region's, cached on this machine
+    (lab_price_cache.py) or asked of the Price List API in one lab_info call for every region
+    whose cache is missing or stale (a class asks once per region); the shipped table when
+    the API cannot answer. In check mode the answer is used, not cached."""
+    wants: lab_price_cache.Wants = {}
+    keys: dict[str, tuple[str, str]] = {}
+    for host, lab in run.labs.items():
+        seen = looked_up(run, host, "status")
+        if not isinstance(seen, tuple) or not (seen[0].get("instance") or {}):
+            continue
+        key = (lab.home, str(seen[1]["region"]))
+        types, max_age = wants.get(key, (set(), lab.price_max_age_days))
+        wants[key] = (types | {str(seen[0]["instance"].get("type") or "")} | set(lab.candidates),
+                      min(max_age, lab.price_max_age_days))
+        keys[host] = key
+
+    def ask_api(asks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        try:
+            answer = run.call("csdl.gpu_lab.lab_info", {"prices": asks})
+        except ModuleFailed as error:
+            return {ask["region"]: {"failed": True, "msg": str(error)} for ask in asks}
+        return dict(answer.get("prices") or {})
+
+    by_key = lab_price_cache.regional_prices(wants, ask_api, now, keep=not run.check_mode) if wants else {}
+    return {host: by_key[key] for host, key in keys.items()}
 
 
 def since_of(instance: dict[str, Any]) -> str:
@@ -121,18 +178,32 @@ def since_of(instance: dict[str, Any]) -> str:
     return match.group(0) if match else ""
 
 
-def status_of(lab: LabSettings, region: str, found: Found, now: dt.datetime) -> dict[str, Any]:
-    """The lab's state, since when, what it costs now and while stopped, and its warnings
-    (status.yml shows it; tests/integration/test_status_cost.py checks it by hand)."""
+def image_status(found: Found) -> dict[str, str]:
+    """The instance's image (name, or id when it is gone; creation date) and what is newer, one
+    sentence or '' (lab_info with details: dlami.newer, or why it is not known)."""
+    instance, image = found.get("instance") or {}, found.get("image") or {}
+    if not instance:
+        return {"name": "", "creation_date": "", "newer": ""}
+    return {"name": str(image.get("name") or instance.get("image", "")),
+            "creation_date": str(image.get("creation_date") or "")[:10],
+            "newer": str(image.get("newer") or image.get("note") or "")}
+
+
+def status_of(lab: LabSettings, region: str, found: Found, now: dt.datetime, *,
+              prices: lab_prices.Prices | None = None) -> dict[str, Any]:
+    """The lab's state, since when, what it costs now and while stopped (at ``prices``, default
+    the shipped table) and its warnings (status.yml shows it; tests/integration/
+    test_status_cost.py checks it by hand)."""
+    prices = prices or lab_prices.table(region)
     instance = found.get("instance") or {}
     state = instance.get("state", "absent")
     since = since_of(instance)
     hours = round((now - dt.datetime.strptime(since, "%Y-%m-%d %H:%M:%S")).total_seconds() / 3600, 2) if since else 0.0
-    hourly = lab_prices.hourly(instance.get("type", ""))
+    hourly = prices.hourly(instance.get("type", ""))
     disk_gib = int(sum(v.get("size_gib", 0) for v in found.get("volumes") or []))
     addresses = found.get("addresses") or []
     autostop = str((instance.get("tags") or {}).get("gpu_lab:autostop_minutes", ""))
-    stopped = {"disk": lab_prices.disk_monthly(disk_gib), "addresses": lab_prices.addresses_monthly(len(addresses))}
+    stopped = {"disk": prices.disk_monthly(disk_gib), "addresses": prices.addresses_monthly(len(addresses))}
     orphans = found.get("orphans") or []
     warnings = []
     if state == "running" and autostop == "0":
@@ -149,7 +220,11 @@ def status_of(lab: LabSettings, region: str, found: Found, now: dt.datetime) -> 
         "address": address_of(found), "hourly_usd": hourly,
         "running_period_usd": round(hours * hourly, 2) if state == "running" and hourly else 0,
         "disk_gib": disk_gib, "stopped_monthly_usd": stopped, "autostop_minutes": autostop,
-        "prices": lab_prices.described(), "orphans": orphans, "warnings": warnings,
+        "prices": prices.source, "orphans": orphans, "warnings": warnings,
+        # Open requests to raise the quotas of the lab's candidate types (gpu_lab_request_quota).
+        "quota_requests": list(found.get("quota_requests") or []),
+        # The instance's image and what is newer (find with details describes it; never replaced).
+        "image": image_status(found),
     }
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_quota
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_settings import LabSettings
 
 Part = dict[str, Any]
@@ -70,24 +71,28 @@ def region_note(lab: LabSettings, launch: bool) -> str:
             f"not in {lab.region}: acting there.")
 
 
-def query(lab: LabSettings, launch: bool = False) -> dict[str, Any]:
+def query(lab: LabSettings, launch: bool = False, quota_requests: bool = False) -> dict[str, Any]:
     """What csdl.gpu_lab.lab_info looks for, for one lab. A launch also asks for the
     candidate types, the image of a new instance (resolved only when there is no instance:
     an existing one is kept, however many newer AMIs appear), the settings a lab that exists
-    is compared with (drift), and the region this machine recorded, if another."""
+    is compared with (drift), and the region this machine recorded, if another; and the
+    on-demand vCPU quotas of its candidates (lab_quota.py), read only for a lab with no
+    instance. ``quota_requests``: also the open increase requests of those quotas (status)."""
     entry: dict[str, Any] = {
         "lab": lab.name,
         "region": acting_region(lab, launch),
         "key_name": lab.key_name,
         "security_group_name": lab.sg_name,
+        "quota": {"codes": lab_quota.quota_codes(lab.candidates), "check": launch, "requests": quota_requests},
     }
     if launch:
         entry |= {
             "other_regions": [lab.recorded_region] if lab.recorded_region else [],
             "wanted": {"instance_type": lab.instance_type, "volume_size": _int_or_none(lab.volume_size)},
             "instance_types": lab.candidates,
+            # The line is resolved for the architecture of the candidate types (lab_info).
             "image": {"image_id": lab.ami_id,
-                      "ssm_parameter": "" if lab.ami_id else lab.ssm_parameter,
+                      "dlami": "" if lab.ami_id else lab.dlami_line,
                       "name_pattern": "" if lab.ami_id else lab.ami_name_pattern},
         }
     return entry
@@ -108,7 +113,7 @@ def find(run: Run, hosts: list[str] | None = None, launch: bool = False, volumes
     hosts = list(run.labs) if hosts is None else hosts
     if not hosts:
         return {}
-    entries = [query(run.labs[h], launch) for h in hosts]
+    entries = [query(run.labs[h], launch, quota_requests=volumes) for h in hosts]
     try:
         answer = run.call("csdl.gpu_lab.lab_info", {"labs": entries, "volumes": volumes, "orphans": orphans})
     except ModuleFailed as error:

@@ -38,6 +38,17 @@ def as_bool(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on", "y", "t")
 
 
+def minutes(value: Any, name: str) -> float:
+    """A number of minutes, 0 or more; ValueError with the sentence that says what to set."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not 0 <= number < float("inf"):  # also refuses nan
+        raise ValueError(f"gpu_lab_{name} is {value!r}: set it to a number of minutes, 0 or more.")
+    return number
+
+
 def unique(items: Iterable[Any]) -> list[Any]:
     seen: list[Any] = []
     for item in items:
@@ -81,6 +92,14 @@ class LabSettings:
     lab_class: str = ""
     student: str = ""
     force_teardown: bool = False
+    recover_confirm: str = ""      # the lab's (class's) name: recover_key.yml may stop a running lab
+    # Days the Price List API's prices of a region stay cached on this machine (lab_price_cache.py).
+    price_max_age_days: float = 7.0
+    # A launch that does not fit the vCPU quota asks AWS to raise it (never unasked).
+    request_quota: bool = False
+    # A start refused for capacity: minutes of tries in the same type, then another type or not.
+    start_capacity_wait_minutes: float = 5.0
+    start_change_type: bool = True
     record: dict[str, Any] = field(default_factory=dict)
     # The role variables as given (without the prefix): a check's sentence quotes a list
     # setting the way it was written (-e a,b or a YAML list).
@@ -128,6 +147,11 @@ class LabSettings:
             lab_class=str(get("class")),
             student=str(get("student")),
             force_teardown=as_bool(get("force_teardown", False)),
+            recover_confirm=str(get("recover_confirm")),
+            price_max_age_days=float(get("price_max_age_days", 7)),
+            request_quota=as_bool(get("request_quota", False)),
+            start_capacity_wait_minutes=minutes(get("start_capacity_wait_minutes", 5), "start_capacity_wait_minutes"),
+            start_change_type=as_bool(get("start_change_type", True)),
             record=read_record(record_file(home, name)),
             given=dict(values),
         )
@@ -166,8 +190,15 @@ class LabSettings:
         return unique([self.instance_type, *self.fallback_instance_types])
 
     @property
-    def ssm_parameter(self) -> str:
-        return f"/aws/service/deeplearning/ami/x86_64/{self.dlami}/latest/ami-id"
+    def dlami_line(self) -> str:
+        """The Deep Learning AMI line asked for: a line's name, or 'latest' (also for '')."""
+        return self.dlami.strip() or "latest"
+
+    def ssm_parameter(self, architecture: str = "x86_64") -> str:
+        """Where AWS publishes the line's newest image for an architecture (for 'latest', the
+        path under which every line is published)."""
+        path = f"/aws/service/deeplearning/ami/{architecture}/"
+        return path if self.dlami_line == "latest" else f"{path}{self.dlami_line}/latest/ami-id"
 
     @property
     def confirm_word(self) -> str:
@@ -213,8 +244,9 @@ SETTINGS = (
     "lab_name", "region", "instance_type", "fallback_instance_types", "zones", "volume_size",
     "allow_no_gpu", "dlami", "ami_name_pattern", "ami_id", "ssh_cidr", "allow_world_ssh",
     "ip_check_url", "ssh_user", "home", "key_file", "key_pair_public_key", "rotate_key", "tags",
-    "wait_for_ssh", "ssh_timeout", "instance_timeout", "teardown_confirm", "stopped_warn_days",
-    "remove_orphans", "autostop_minutes", "idle_alarm",
+    "wait_for_ssh", "ssh_timeout", "instance_timeout", "teardown_confirm", "recover_confirm", "stopped_warn_days",
+    "remove_orphans", "autostop_minutes", "idle_alarm", "request_quota", "start_capacity_wait_minutes",
+    "start_change_type", "price_max_age_days",
 )
 # What an earlier step of this run published for the lab (find.yml's set_fact): a later step
 # acts on it instead of asking AWS again (stop stops the instance find found).

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_launch, lab_lifecycle, lab_stop
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_launch, lab_lifecycle, lab_recover, lab_stop
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_run import Part, Run, find_step
 
 STEPS: dict[str, Callable[[Run], dict[str, Part]]] = {
@@ -18,4 +18,7 @@ STEPS: dict[str, Callable[[Run], dict[str, Part]]] = {
     "status": lab_lifecycle.status_step,
     "confirm_teardown": lab_lifecycle.confirm_teardown_step,
     "teardown": lab_lifecycle.teardown_step,
+    "confirm_recover": lab_recover.confirm_recover_step,
+    "recover_key": lab_recover.recover_key_step,
+    "finish_recover": lab_recover.finish_recover_step,
 }

@@ -34,8 +34,13 @@ CASES = [
     ("unknown fallback type", {"gpu_lab_fallback_instance_types": "g5.xlarge,g9.huge"},
      "Fallback instance type g9.huge does not exist in us-east-1"),
     # AWS refuses another architecture at RunInstances, after the key pair and group exist.
-    ("arm64 type, x86_64 image", {"gpu_lab_instance_type": "g5g.xlarge"},
+    # The image is the preferred type's architecture (x86_64 for g6): an arm64 fallback cannot run it.
+    ("arm64 fallback, x86_64 image", {"gpu_lab_fallback_instance_types": "g5g.xlarge"},
      "Instance type g5g.xlarge cannot run the image"),
+    ("line without an arm64 build", {"gpu_lab_instance_type": "g5g.xlarge",
+                                     "gpu_lab_fallback_instance_types": "g5g.2xlarge",
+                                     "gpu_lab_dlami": "base-oss-nvidia-driver-gpu-ubuntu-24.04"},
+     "No Deep Learning AMI found in us-east-1 for the line 'base-oss-nvidia-driver-gpu-ubuntu-24.04' on arm64"),
     ("type without a GPU", {"gpu_lab_instance_type": "m5.xlarge"}, "Instance type m5.xlarge has no GPU"),
     ("fallback without a GPU", {"gpu_lab_fallback_instance_types": "g5.xlarge,t3.xlarge"},
      "Instance type t3.xlarge has no GPU"),

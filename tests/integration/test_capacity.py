@@ -126,15 +126,18 @@ def test_start_without_capacity_changes_nothing(cloud: Cloud, aws: Callable[...,
     assert run_playbook("stop", cloud.env(), tmp_path, LAB).returncode == 0
     before = lab_resources(aws)
     runs = refuse(lambda t, z: CAPACITY if t == "start" else None)
-    result = run_playbook("start", cloud.env(), tmp_path, LAB)
+    # No wait, no type change: one try (tests/integration/test_start_capacity.py has the rest).
+    once = {**LAB, "gpu_lab_start_capacity_wait_minutes": "0", "gpu_lab_start_change_type": "false"}
+    result = run_playbook("start", cloud.env(), tmp_path, once)
     assert result.returncode != 0
     out = flat(result)
-    assert "AWS has no g6.xlarge capacity in us-east-1a right now (InsufficientInstanceCapacity)" in out, out[-3000:]
-    assert "Try start.yml again in a few minutes" in out and "gpu_lab_zones" in out
+    assert "AWS has no capacity in us-east-1a for the lab's instance" in out, out[-3000:]
+    assert "tried g6.xlarge (InsufficientInstanceCapacity, 1 try); it stays stopped and nothing changed" in out
+    assert "Try start.yml again later" in out and "gpu_lab_zones" in out
     assert len(runs) == 1
     after = lab_resources(aws)
     assert [i["State"]["Name"] for i in after["instances"]] == ["stopped"]
     assert after["addresses"] == before["addresses"]
     cloud.emulator.faults.clear()
-    again = run_playbook("start", cloud.env(), tmp_path, LAB)
+    again = run_playbook("start", cloud.env(), tmp_path, once)
     assert again.returncode == 0 and recap(again.stdout)["changed"] >= 1, again.stdout[-3000:]

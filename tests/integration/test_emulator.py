@@ -42,7 +42,7 @@ def test_dlami_parameter_points_at_the_newest_amazon_image(emulator: Emulator, r
     ami = client(emulator, "ssm", region).get_parameter(Name=dlami_parameter_name(line))["Parameter"]["Value"]
     images = client(emulator, "ec2", region).describe_images(
         Owners=["amazon"], Filters=[{"Name": "name", "Values": [f"{line.name_prefix} *"]}])["Images"]
-    assert len(images) == 2
+    assert len(images) == len(line.releases) >= 2
     newest = max(images, key=lambda i: i["CreationDate"])
     assert newest["ImageId"] == ami
     assert newest["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == line.root_gib
@@ -185,18 +185,53 @@ def test_a_launch_template_is_held_to_the_same_rule(emulator: Emulator) -> None:
 @pytest.mark.parametrize("region", DEFAULT_REGIONS)
 def test_each_region_has_an_arm64_dlami_beside_the_x86_64_ones(emulator: Emulator, region: str) -> None:
     ssm, ec2 = client(emulator, "ssm", region), client(emulator, "ec2", region)
-    arm_line = next(line for line in DLAMI_LINES if line.architecture == "arm64")
-    name = dlami_parameter_name(arm_line)
-    assert name == "/aws/service/deeplearning/ami/arm64/oss-nvidia-driver-gpu-pytorch-2.7-ubuntu-22.04/latest/ami-id"
+    arm_lines = {line.parameter for line in DLAMI_LINES if line.architecture == "arm64"}
+    assert arm_lines == {f"oss-nvidia-driver-gpu-pytorch-{v}" for v in ("2.7-ubuntu-22.04", "2.9-ubuntu-24.04",
+                                                                         "2.12-ubuntu-24.04")}
     for line in DLAMI_LINES:
         ami = ssm.get_parameter(Name=dlami_parameter_name(line))["Parameter"]["Value"]
         image = ec2.describe_images(ImageIds=[ami])["Images"][0]
         assert (image["Architecture"], image["OwnerId"]) == (line.architecture, AMAZON_OWNER_ID)
         assert image["Name"].startswith(line.name_prefix)
-    # What lab_info falls back to (the default name pattern) finds x86_64 images only.
-    pattern = "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.7 (Ubuntu 22.04) *"
+        assert ("ARM64" in image["Name"]) == (line.architecture == "arm64")  # as AWS names them
+    # The default name pattern matches both builds; lab_info's fallback asks for one architecture.
+    pattern = "Deep Learning *OSS Nvidia Driver AMI GPU PyTorch * (Ubuntu 24.04) *"
     found = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": [pattern]}])["Images"]
-    assert found and {i["Architecture"] for i in found} == {"x86_64"}
+    assert {i["Architecture"] for i in found} == {"x86_64", "arm64"}
+    found = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": [pattern]},
+                                                           {"Name": "architecture", "Values": ["arm64"]}])["Images"]
+    assert found and {i["Architecture"] for i in found} == {"arm64"}
     # A test that takes "a DLAMI" (the first of a region's) gets an x86_64 one.
     first = next(iter(emulator.dlami[region].values()))
     assert ec2.describe_images(ImageIds=[first])["Images"][0]["Architecture"] == "x86_64"
+
+
+@pytest.mark.parametrize("region", DEFAULT_REGIONS)
+def test_get_parameters_by_path_lists_every_line_of_an_architecture(emulator: Emulator, region: str) -> None:
+    """AWS's public DLAMI parameters, read as lab_info reads them: GetParametersByPath over HTTP,
+    pages of at most 10."""
+    ssm = client(emulator, "ssm", region)
+    for architecture in ("x86_64", "arm64"):
+        pages = ssm.get_paginator("get_parameters_by_path").paginate(
+            Path=f"/aws/service/deeplearning/ami/{architecture}/", Recursive=True)
+        found = {p["Name"]: p["Value"] for page in pages for p in page["Parameters"]}
+        wanted = {dlami_parameter_name(line) for line in DLAMI_LINES if line.architecture == architecture}
+        assert set(found) == wanted
+        assert all(found[name] == emulator.dlami[region][name] for name in wanted)
+    # Not recursive: the lines are two levels further down.
+    assert ssm.get_parameters_by_path(Path="/aws/service/deeplearning/ami/x86_64")["Parameters"] == []
+
+
+def test_a_line_publishes_a_newer_image_in_one_region(emulator: Emulator) -> None:
+    line = next(line for line in DLAMI_LINES if line.parameter.endswith("2.12-ubuntu-24.04")
+                and line.architecture == "x86_64")
+    name = dlami_parameter_name(line)
+    before = client(emulator, "ssm").get_parameter(Name=name)["Parameter"]
+    other_region = emulator.dlami["eu-west-1"][name]
+    image = emulator.publish_dlami("us-east-1", line, "20261201")
+    after = client(emulator, "ssm").get_parameter(Name=name)["Parameter"]
+    assert (after["Value"], after["Version"]) == (image, before["Version"] + 1)
+    described = client(emulator, "ec2").describe_images(ImageIds=[image])["Images"][0]
+    assert described["Name"] == f"{line.name_prefix} 20261201"
+    assert described["CreationDate"].startswith("2026-12-01")
+    assert emulator.dlami["us-east-1"][name] == image and emulator.dlami["eu-west-1"][name] == other_region

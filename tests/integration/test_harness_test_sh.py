@@ -193,13 +193,17 @@ def test_the_whole_script_keeps_its_logs_exit_code_and_closing_report(tmp_path: 
     report = out[out.index("== molecule: exit 0"):]
     assert "SCENARIO RECAP\nonly : actions=1 successful=1" in report
     assert report.index("== pytest, tests on stand-in hosts: exit 0") < report.index("== pytest, AWS flows: exit 0") \
-        < report.index("== pytest, the rest: exit 1 (")
+        < report.index("== pytest after molecule: exit 0") < report.index("== pytest, the rest: exit 1 (")
+    # The late run starts once molecule has ended (its pytest ends after molecule's "ended").
+    assert "2 passed" in (logs / "pytest-late.log").read_text()
+    assert out.index("molecule ended, exit 0") < out.index("pytest after molecule ended, exit 0"), out
     assert report.rstrip().endswith("1 failed, 2 passed in 2.00s")
     called = args.read_text()
-    # The image first, in the foreground (its lines on the terminal), then the three runs.
+    # The image first, in the foreground (its lines on the terminal), then the runs.
     assert "ensure_base()" in called
     assert called.index("python -c") < min(called.index("MOLECULE_GLOB"), called.index("pytest "))
     assert "[gpu_lab stand-in] building the image" in done.stderr
     assert "MOLECULE_GLOB=molecule/*/molecule.yml test --all" in called
-    assert called.count("-o console_output_style=count") == 3
+    assert called.count("-o console_output_style=count") == 4
+    assert "--deselect=tests/integration/test_key_recovery.py" in called
     assert "--deselect=tests/integration/test_standin.py" in called

@@ -54,9 +54,10 @@ def _status(state, hourly, period, **more):
 
 
 def test_class_status_and_its_table():
-    hostvars = {"b": {**_status("running", "1.006", "2.5", orphans=[{"summary": "vol-1 (8 GiB)"}]),
+    api = "AWS Price List API, eu-west-1, fetched 2026-12-02"
+    hostvars = {"b": {**_status("running", "1.006", "2.5", orphans=[{"summary": "vol-1 (8 GiB)"}], prices=api),
                       "gpu_lab_student": "bo"},
-                "a": _status("stopped", None, 0), "c": _status("absent", None, None)}
+                "a": _status("stopped", None, 0, prices=api), "c": _status("absent", None, None, prices="")}
     status = class_status(["b", "a", "c"], hostvars, "cs1")
     assert [r["student"] for r in status["labs"]] == ["a", "bo", "c"]
     assert all("orphans" not in r for r in status["labs"])
@@ -71,7 +72,8 @@ def test_class_status_and_its_table():
     assert lines[3].startswith("c            absent    -  ")
     assert lines[4] == ("Class cs1: 3 labs, 1 running ($1.01/h now), 1 stopped, 1 without an instance; running"
                         " periods so far $2.50; while stopped $34.80/month (disks and addresses).")
-    assert lines[5:] == ["Left over: vol-1 (8 GiB)"]
+    assert status["prices"] == [api]
+    assert lines[5:] == [f"Prices: {api}", "Left over: vol-1 (8 GiB)"]
 
 
 def test_no_hourly_cost_sums_to_zero():

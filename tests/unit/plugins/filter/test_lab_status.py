@@ -13,13 +13,13 @@ RUNNING = {
     "hours_in_state": 5.0, "instance_id": "i-a", "type": "g5.xlarge", "zone": "us-east-1a", "address": "127.0.0.9",
     "hourly_usd": 1.006, "running_period_usd": 5.03, "disk_gib": 120,
     "stopped_monthly_usd": {"disk": 9.6, "addresses": 3.65}, "autostop_minutes": "60",
-    "prices": "on-demand list prices, us-east-1, 2026-11", "orphans": [], "warnings": ["W1.", "W2."],
+    "prices": "AWS Price List API, us-east-1, fetched 2026-11-10", "orphans": [], "warnings": ["W1.", "W2."],
 }
 ABSENT = {
     "lab": "lab1", "region": "us-east-1", "state": "absent", "since_utc": "", "hours_in_state": 0.0,
     "instance_id": "", "type": "", "zone": "", "address": "", "hourly_usd": None, "running_period_usd": 0,
     "disk_gib": 0, "stopped_monthly_usd": {"disk": 0.0, "addresses": 0.0}, "autostop_minutes": "",
-    "prices": "on-demand list prices, us-east-1, 2026-11", "orphans": [], "warnings": [],
+    "prices": "shipped table, us-east-1 list prices 2026-11", "orphans": [], "warnings": [],
 }
 
 
@@ -31,7 +31,8 @@ def test_the_lines_of_a_running_lab():
         "state      running since 2026-11-10 10:00:00 UTC (5.0 h)",
         "instance   i-a g5.xlarge us-east-1a",
         "address    127.0.0.9",
-        "price      $1.006/h (on-demand list prices, us-east-1, 2026-11)",
+        "price      $1.006/h on demand",
+        "prices     AWS Price List API, us-east-1, fetched 2026-11-10",
         "this run   $5.03 so far",
         "stopped    $13.25/month while stopped: 120 GiB disk $9.60 + Elastic IP $3.65",
         "auto-stop  after 60 idle minutes",
@@ -89,3 +90,14 @@ def test_with_host_without_warnings_and_the_filters_names():
     assert status["warnings"] == ["Idle auto-stop is not healthy: late by 20 min"]
     assert FilterModule().filters() == {"lab_status_with_host": lab_status_with_host,
                                         "lab_status_lines": lab_status_lines}
+
+
+def test_the_image_line_names_it_and_what_is_newer():
+    image = {"name": "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.12 (Ubuntu 24.04) 20260715",
+             "creation_date": "2026-07-15", "newer": "Image ...: a newer image of its line exists, ..."}
+    lines = lab_status_lines(RUNNING | {"image": image})
+    assert lines[3] == ("image      Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.12 (Ubuntu 24.04) 20260715 "
+                        "(2026-07-15); Image ...: a newer image of its line exists, ...")
+    assert "image      ami-1" in lab_status_lines(RUNNING | {"image": {"name": "ami-1", "creation_date": "",
+                                                                         "newer": ""}})
+    assert not any(line.startswith("image") for line in lab_status_lines(ABSENT | {"image": {"name": ""}}))

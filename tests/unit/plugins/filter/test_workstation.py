@@ -6,18 +6,15 @@ look for them), in the order the role reports them.
 
 from __future__ import annotations
 
-import importlib
 import os
-import warnings
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import yaml
-from ansible.plugins.loader import init_plugin_loader
 
-REPO = Path(__file__).resolve().parents[4]
-COLLECTIONS = REPO / ".ansible" / "collections"
+from tests.unit.collection import load
+
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILCExOI2FZE4+hFhLc3zFu5UDpR8u/YqIgSdNV90ethU"
 ECDSA = ("ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBMEqOuptp0gRI9iOdNgj1XtMkP5UcIqaN4"
          "tiHDS5jy2SDSqkLw4aHY8AZsSqqkTbRmFgIErj82z/08zrKbPKhhM=")
@@ -30,12 +27,7 @@ SERVER = ("Set workstation_host_address to the lab server's Elastic IP (launch.y
 
 @pytest.fixture(scope="module")
 def f() -> ModuleType:
-    if not (COLLECTIONS / "ansible_collections" / "csdl" / "gpu_lab").exists():
-        pytest.skip("the csdl.gpu_lab collection link is missing: run scripts/bootstrap.sh")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # another test module may have set up the loader first
-        init_plugin_loader([str(COLLECTIONS)])
-    return importlib.import_module("ansible_collections.csdl.gpu_lab.plugins.filter.workstation")
+    return load("filter.workstation")
 
 
 @pytest.fixture

@@ -8,20 +8,17 @@ writes fails here first.
 
 from __future__ import annotations
 
-import importlib
 import os
 import socket
 import stat
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from ansible.plugins.loader import init_plugin_loader
 
-REPO = Path(__file__).resolve().parents[4]
-COLLECTIONS = REPO / ".ansible" / "collections"
+from tests.unit.collection import load
+
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILCExOI2FZE4+hFhLc3zFu5UDpR8u/YqIgSdNV90ethU"
 ECDSA = ("ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBMEqOuptp0gRI9iOdNgj1XtMkP5UcIqaN4"
          "tiHDS5jy2SDSqkLw4aHY8AZsSqqkTbRmFgIErj82z/08zrKbPKhhM=")
@@ -38,12 +35,7 @@ COMMANDS = {"start": "/venv/bin/ansible-playbook -i /p/inventories/csdl /p/start
 
 @pytest.fixture(scope="module")
 def ws() -> ModuleType:
-    if not (COLLECTIONS / "ansible_collections" / "csdl" / "gpu_lab").exists():
-        pytest.skip("the csdl.gpu_lab collection link is missing: run scripts/bootstrap.sh")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # another test module may have set up the loader first
-        init_plugin_loader([str(COLLECTIONS)])
-    return importlib.import_module("ansible_collections.csdl.gpu_lab.plugins.module_utils.workstation")
+    return load("module_utils.workstation")
 
 
 def free_port() -> int:

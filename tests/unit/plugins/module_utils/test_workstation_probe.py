@@ -3,30 +3,22 @@ each cause as one sentence that says what to do."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import pwd
 import subprocess
-import warnings
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from ansible.plugins.loader import init_plugin_loader
 
-REPO = Path(__file__).resolve().parents[4]
-COLLECTIONS = REPO / ".ansible" / "collections"
+from tests.unit.collection import load
+
 ME = pwd.getpwuid(os.geteuid()).pw_name
 
 
 @pytest.fixture(scope="module")
 def probe() -> ModuleType:
-    if not (COLLECTIONS / "ansible_collections" / "csdl" / "gpu_lab").exists():
-        pytest.skip("the csdl.gpu_lab collection link is missing: run scripts/bootstrap.sh")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # another test module may have set up the loader first
-        init_plugin_loader([str(COLLECTIONS)])
-    return importlib.import_module("ansible_collections.csdl.gpu_lab.plugins.module_utils.workstation_probe")
+    return load("module_utils.workstation_probe")
 
 
 @pytest.fixture

@@ -6,20 +6,17 @@ fails with its sentence before any write, and the Jupyter token never appears in
 
 from __future__ import annotations
 
-import importlib
 import json
 import socket
-import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
-from ansible.plugins.loader import init_plugin_loader
 
-REPO = Path(__file__).resolve().parents[4]
-COLLECTIONS = REPO / ".ansible" / "collections"
+from tests.unit.collection import load
+
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILCExOI2FZE4+hFhLc3zFu5UDpR8u/YqIgSdNV90ethU"
 BASHRC = "# my bashrc\nalias ll='ls -alF'\n"
 TOKEN = "secrettoken0123456789abcdefghijklmnopqrstuvwxyz01"  # noqa: S105 - a fake one
@@ -27,12 +24,7 @@ TOKEN = "secrettoken0123456789abcdefghijklmnopqrstuvwxyz01"  # noqa: S105 - a fa
 
 @pytest.fixture(scope="module")
 def module() -> ModuleType:
-    if not (COLLECTIONS / "ansible_collections" / "csdl" / "gpu_lab").exists():
-        pytest.skip("the csdl.gpu_lab collection link is missing: run scripts/bootstrap.sh")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # another test module may have set up the loader first
-        init_plugin_loader([str(COLLECTIONS)])
-    return importlib.import_module("ansible_collections.csdl.gpu_lab.plugins.modules.workstation_files")
+    return load("modules.workstation_files")
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ same order (the lab-wide settings, the role's settings, then what AWS and this m
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,14 @@ def test_a_new_instance_needs_the_image_architecture_and_a_gpu(checks, lab_of) -
     assert checks.new_instance_problems(lab_of(allow_no_gpu=True), found_of(instance_types=[cpu])) == []
     # A lab that exists keeps its instance: nothing to say about new ones.
     assert checks.new_instance_problems(lab_of(), found_of(instance={"id": "i-1"}, instance_types=[arm])) == []
+    # A pinned image id that does not fit the type: one sentence that names the setting.
+    pinned = lab_of(ami_id="ami-0123456789abcdef0", instance_type="g5g.xlarge")
+    assert checks.new_instance_problems(pinned, found_of(instance_types=[arm])) == [
+        "The image gpu_lab_ami_id pins, ami-0123456789abcdef0, is x86_64, and instance type g5g.xlarge runs arm64: "
+        "set gpu_lab_ami_id to an image of that architecture, or to '' for the latest Deep Learning AMI of the "
+        "type's architecture; nothing was created."]
+    assert checks.new_instance_problems(pinned, found_of(instance_types=[arm], image=IMAGE | {
+        "architecture": "arm64"})) == []
 
 
 def test_the_image(checks, lab_of) -> None:
@@ -212,10 +221,16 @@ def test_the_image(checks, lab_of) -> None:
         "AMI ami-0aaaaaaaaaaaaaaaa does not exist in us-east-1 (an AMI id belongs to one region): set gpu_lab_ami_id "
         "to an image of this region, or to '' for the latest Deep Learning AMI."]
     assert checks.image_problems(lab_of(), found_of(image={})) == [
-        "No Deep Learning AMI found in us-east-1 for the line 'line' (SSM parameter "
-        "/aws/service/deeplearning/ami/x86_64/line/latest/ami-id) nor by the name pattern 'DL *': set gpu_lab_dlami "
-        "to a published line (aws ssm get-parameters-by-path --path /aws/service/deeplearning/ami/x86_64) or "
-        "gpu_lab_ami_id to an image id."]
+        "No Deep Learning AMI found in us-east-1 for the line 'line' on x86_64 (SSM "
+        "/aws/service/deeplearning/ami/x86_64/line/latest/ami-id; by the name pattern 'DL *' when SSM cannot be "
+        "read): set gpu_lab_dlami to latest or to a line published for x86_64 (aws ssm get-parameters-by-path "
+        "--path /aws/service/deeplearning/ami/x86_64 --recursive), or gpu_lab_ami_id to an image id."]
+    # For an arm64 type, the arm64 lines; for latest, the path of every line.
+    arm = {"name": "g5g.xlarge", "exists": True, "gpu_count": 1, "architectures": ["arm64"]}
+    said = checks.image_problems(lab_of(dlami="latest", instance_type="g5g.xlarge"),
+                                 found_of(image={}, instance_types=[arm]))[0]
+    assert said.startswith("No Deep Learning AMI found in us-east-1 for the line 'latest' on arm64 (SSM "
+                           "/aws/service/deeplearning/ami/arm64/;"), said
     assert checks.image_problems(lab_of(volume_size="40"), found_of()) == [
         "Volume size 40 GiB is smaller than the AMI's 75 GiB snapshot: set gpu_lab_volume_size to 75 or more."]
     assert checks.image_problems(lab_of(volume_size="75"), found_of()) == []
@@ -227,8 +242,12 @@ def test_the_key_file(checks, lab_of, tmp_path: Path) -> None:
     with_pair = found_of(key_pair={"name": "csdl-server"})
     assert checks.key_problems(lab_of(), with_pair, no_key(checks)) == [
         f"Key pair csdl-server exists in us-east-1 but its private key {key} is missing: copy it back there "
-        "(chmod 400), or run with -e gpu_lab_rotate_key=true to replace the key pair (a lab instance that exists "
-        "must then be relaunched: teardown.yml, then launch.yml)."]
+        "(chmod 400), or run with -e gpu_lab_rotate_key=true to replace the key pair (the lab has no instance yet)."]
+    with_instance = found_of(key_pair={"name": "csdl-server"}, instance={"id": "i-1"})
+    assert checks.key_problems(lab_of(), with_instance, no_key(checks)) == [
+        f"Key pair csdl-server exists in us-east-1 but its private key {key} is missing: copy it back there "
+        "(chmod 400), or, if it is lost, run ansible-playbook recover_key.yml: a new key opens the same instance, "
+        "with its disk and address kept."]
     assert checks.key_problems(lab_of(rotate_key="true"), with_pair, no_key(checks)) == []
     student = lab_of(key_pair_public_key="ssh-ed25519 AAAA student")
     assert checks.key_problems(student, found_of(instance={"id": "i-1"}, key_pair={"name": "x"}), no_key(checks)) == [
@@ -255,13 +274,142 @@ def test_this_machine_address(checks, lab_of) -> None:
     detect = lab_of(ssh_cidr="")
     assert checks.ip_problems(detect, checks.IpCheck(content="203.0.113.9\n", msg="OK (12 bytes)")) == []
     assert checks.ssh_cidrs(detect, checks.IpCheck(content="203.0.113.9\n")) == ["203.0.113.9/32"]
-    assert checks.ip_problems(detect, checks.IpCheck(msg="Status code was -1 and not [200]: Request failed")) == [
-        "Could not detect this machine's public IPv4 address from https://checkip.example (Status code was -1 and "
-        "not [200]: Request failed): set gpu_lab_ssh_cidr to the address you connect from, e.g. "
-        "-e gpu_lab_ssh_cidr=203.0.113.7/32."]
+    assert checks.ip_problems(detect, checks.IpCheck(msg="connection refused")) == [
+        "Could not detect this machine's public IPv4 address: the address check https://checkip.example did not "
+        "answer (connection refused), so nothing was created: set gpu_lab_ssh_cidr to your public IPv4 address as "
+        "a /32, e.g. -e gpu_lab_ssh_cidr=203.0.113.7/32, or gpu_lab_ip_check_url to an address check this machine "
+        "can reach."]
     assert "(no answer)" in checks.ip_problems(detect, checks.IpCheck())[0]
     assert checks.ip_problems(lab_of(), checks.IpCheck()) == []  # its source is set: nothing asked
     assert checks.ssh_cidrs(lab_of(), checks.IpCheck()) == ["198.51.100.7/32"]
+
+
+# --- The address check's answer, each way it goes wrong (local_cloud/checkip.py serves them) ------
+
+ADDRESS_KINDS = [
+    ({"content": "203.0.113.9\n", "status": 200, "content_type": "text/plain"}, "ipv4"),
+    ({"content": "  203.0.113.9 \r\n\r\n", "status": 200}, "ipv4"),
+    ({"content": "2001:db8::7\n", "status": 200}, "ipv6"),
+    ({"content": "<!DOCTYPE html><html><title>Log in</title></html>", "status": 200, "content_type": "text/html"},
+     "page"),
+    ({"content": "<html><body>Log in</body></html>", "status": 200, "content_type": "text/plain"}, "page"),
+    ({"content": "", "status": 511, "content_type": "text/html"}, "page"),
+    ({"content": "Service busy\n", "status": 200}, "text"),
+    ({"content": "203.0.113.300\n", "status": 200}, "text"),
+    ({"content": "", "status": 200}, "text"),
+    ({"content": "<html><h1>404</h1></html>", "status": 404, "content_type": "text/html", "msg": "HTTP 404 Not Found"},
+     "none"),
+    ({"content": "203.0.113.9\n", "status": 503, "msg": "HTTP 503 Service Unavailable"}, "none"),
+    ({"msg": "connection refused"}, "none"),
+    ({}, "none"),
+]
+
+
+@pytest.mark.parametrize(("answer", "kind"), ADDRESS_KINDS, ids=[f"{k}-{i}" for i, (_, k) in enumerate(ADDRESS_KINDS)])
+def test_what_the_address_check_answered(checks, answer: dict[str, Any], kind: str) -> None:
+    assert checks.IpCheck(**answer).kind == kind
+
+
+def test_an_address_with_spaces_around_it_is_the_address(checks, lab_of) -> None:
+    spaced = checks.IpCheck(content="  203.0.113.9 \r\n\r\n", msg="OK (18 bytes)", status=200)
+    assert checks.ip_problems(lab_of(ssh_cidr=""), spaced) == []
+    assert checks.ssh_cidrs(lab_of(ssh_cidr=""), spaced) == ["203.0.113.9/32"]
+
+
+def test_an_ipv6_answer_asks_for_the_ipv4_address(checks, lab_of) -> None:
+    ipv6 = checks.IpCheck(content="2001:db8::7\n", status=200, url="http://127.0.0.1:9/ipv6")
+    assert checks.ip_problems(lab_of(ssh_cidr=""), ipv6) == [
+        "Could not detect this machine's public IPv4 address: the address check http://127.0.0.1:9/ipv6 answered "
+        "with the IPv6 address 2001:db8::7, and the security group's SSH rule needs an IPv4 address (your network "
+        "seems IPv6-only, or the check answered over IPv6), so nothing was created: set gpu_lab_ssh_cidr to your "
+        "public IPv4 address as a /32, e.g. -e gpu_lab_ssh_cidr=203.0.113.7/32."]
+
+
+def test_a_captive_portal_page_says_log_in_and_is_not_echoed(checks, lab_of) -> None:
+    page = ("<!DOCTYPE html>\n<html><head><title>\n  Guest Wi-Fi &amp; Caf\u00e9: please log in to continue browsing "
+            "the internet today\n</title></head><body>" + "<p>Terms of use apply.</p>" * 200 + "</body></html>")
+    portal = checks.IpCheck(content=page, status=200, content_type="text/html")
+    (message,) = checks.ip_problems(lab_of(ssh_cidr=""), portal)
+    assert message == (
+        "Could not detect this machine's public IPv4 address: the address check https://checkip.example answered "
+        "with a web page ('Guest Wi-Fi & Caf\u00e9: please log in to continue browsing th...') instead of an "
+        "address, as a Wi-Fi captive portal does until you log in, so nothing was created: open a browser, log in "
+        "to the network and run again, or set gpu_lab_ssh_cidr to your public IPv4 address as a /32, e.g. "
+        "-e gpu_lab_ssh_cidr=203.0.113.7/32.")
+    assert "<" not in message and "Terms of use" not in message
+    untitled = checks.ip_problems(lab_of(ssh_cidr=""), checks.IpCheck(content="", status=511, msg="HTTP 511 x"))[0]
+    assert "answered with a web page (HTTP 511) instead of an address, as a Wi-Fi captive portal does" in untitled
+
+
+def test_an_answer_that_is_no_address_is_shown_cut(checks, lab_of) -> None:
+    busy = checks.IpCheck(content="Service busy,\ttry again later; " * 10 + "\n", status=200)
+    (message,) = checks.ip_problems(lab_of(ssh_cidr=""), busy)
+    assert message == (
+        "Could not detect this machine's public IPv4 address: the address check https://checkip.example answered "
+        "'Service busy, try again later; Service busy, try again la...', which is not an IP address, so nothing was "
+        "created: set gpu_lab_ssh_cidr to your public IPv4 address as a /32, e.g. -e gpu_lab_ssh_cidr=203.0.113.7/32, "
+        "or gpu_lab_ip_check_url to a URL that answers with the address alone, such as https://checkip.amazonaws.com.")
+    empty = checks.ip_problems(lab_of(ssh_cidr=""), checks.IpCheck(content="\n", status=200))[0]
+    assert "https://checkip.example answered with an empty page, which is not an IP address" in empty
+
+
+def test_an_http_error_is_no_answer_even_with_a_page(checks, lab_of) -> None:
+    not_found = checks.IpCheck(content="<html><title>Not here</title></html>", status=404, content_type="text/html",
+                               msg="HTTP 404 Not Found")
+    (message,) = checks.ip_problems(lab_of(ssh_cidr=""), not_found)
+    assert message.startswith("Could not detect this machine's public IPv4 address: the address check "
+                              "https://checkip.example answered HTTP 404 Not Found, so nothing was created: ")
+    assert "captive portal" not in message and "Not here" not in message
+
+
+@pytest.mark.parametrize("answer", [a for a, kind in ADDRESS_KINDS if kind != "ipv4"])
+def test_each_address_message_is_one_sentence_saying_nothing_was_created(checks, lab_of,
+                                                                         answer: dict[str, Any]) -> None:
+    (message,) = checks.ip_problems(lab_of(ssh_cidr=""), checks.IpCheck(**answer))
+    assert "so nothing was created: " in message and "gpu_lab_ssh_cidr" in message
+    assert message.endswith(".") and re.search(r"[.!?] [A-Z]", message) is None, message
+    assert len(message) < 420, len(message)
+
+
+def test_the_address_check_as_asked_over_http(plugin, checks, lab_of) -> None:
+    """ask_address against local_cloud's stand-in for checkip.amazonaws.com: what it reads is
+    what ip_problems needs (the hanging check: tests/integration/test_address_check.py)."""
+    from local_cloud.checkip import CheckIp
+
+    launch = plugin("plugin_utils.lab_launch")
+    detect = lab_of(ssh_cidr="")
+    with CheckIp() as check:
+        good = launch.ask_address(check.url())
+        assert (good.kind, good.status, good.content_type, good.url) == ("ipv4", 200, "text/plain", check.url())
+        assert checks.ip_problems(detect, good) == [] and checks.ssh_cidrs(detect, good) == ["203.0.113.7/32"]
+        assert launch.ask_address(check.url("spaced")).kind == "ipv4"
+        assert [launch.ask_address(check.url(p)).kind for p in ("ipv6", "portal", "portal511", "text", "empty")] == [
+            "ipv6", "page", "page", "text", "text"]
+        assert "('Guest Wi-Fi: log in')" in checks.ip_problems(detect, launch.ask_address(check.url("portal")))[0]
+        missing = launch.ask_address(check.url("nowhere"))
+        assert (missing.kind, missing.msg) == ("none", "HTTP 404 Not Found")
+        refused = launch.ask_address(check.refused_url())
+        assert (refused.kind, refused.msg, refused.status) == ("none", "connection refused", 0)
+        assert f"the address check {check.refused_url()} did not answer (connection refused), so nothing was created" \
+            in checks.ip_problems(detect, refused)[0]
+        assert check.asked == ["/", "/spaced", "/ipv6", "/portal", "/portal511", "/text", "/empty", "/portal",
+                               "/nowhere"]
+    assert launch.ask_address("checkip.example").msg.startswith("unknown url type")
+
+
+def test_why_the_address_check_did_not_answer(plugin) -> None:
+    import socket
+    import ssl
+
+    launch = plugin("plugin_utils.lab_launch")
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    untrusted.verify_message = "self-signed certificate"
+    assert [launch.no_answer(r) for r in (TimeoutError("timed out"), ConnectionRefusedError(111, "refused"),
+                                          socket.gaierror(-2, "Name or service not known"), untrusted)] == [
+        f"no answer within {launch.IP_CHECK_TIMEOUT} s", "connection refused",
+        "its host name did not resolve: [Errno -2] Name or service not known",
+        "its TLS certificate was not trusted: self-signed certificate, as when a Wi-Fi captive portal answers in "
+        "its place"]
 
 
 def test_aws_problems_come_in_order(checks, lab_of) -> None:

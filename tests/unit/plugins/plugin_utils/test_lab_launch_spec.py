@@ -142,3 +142,19 @@ def test_the_check_mode_sentence(spec, lab_of, tmp_path: Path) -> None:
     assert spec.check_note(lab_of(), planned, key_file_exists=True) == (
         "Check mode: lab csdl would import key pair csdl-server; launch g6.xlarge.")
     assert spec.check_note(lab_of(), {"planned": []}, key_file_exists=False) == ""
+
+
+def test_the_launch_names_a_new_instances_image_and_what_is_newer(spec, lab_of) -> None:
+    image = {"image_id": "ami-0bbbbbbbb", "root_device_name": "/dev/sda1", "root_size_gib": 75,
+             "name": "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.9 (Ubuntu 24.04) 20260310",
+             "creation_date": "2026-03-10T00:00:00.000Z", "line": "oss-nvidia-driver-gpu-pytorch-2.9-ubuntu-24.04",
+             "newer": "Image ...: a newer supported line exists, ...", "note": "Found by name."}
+    ran = {"launched": True, "instance": {"type": "g6.xlarge", "zone": "us-east-1a", "id": "i-1"}}
+    assert spec.launch_note(lab_of(), found_of(image=image), ran) == (
+        "Launched g6.xlarge in us-east-1a. Image: Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.9 (Ubuntu 24.04) "
+        "20260310 (ami-0bbbbbbbb, created 2026-03-10, line oss-nvidia-driver-gpu-pytorch-2.9-ubuntu-24.04). "
+        "Found by name.")
+    published = spec.outcome(lab_of(), found_of(image=image), ran, False)
+    assert image["newer"] in published["lab"]["warnings"]
+    # A re-run launches nothing: nothing said about images.
+    assert image["newer"] not in spec.outcome(lab_of(), found_of(image=image), {}, False)["lab"]["warnings"]

@@ -52,7 +52,7 @@ def test_a_lab_running_at_its_address_makes_no_call(plugin, tmp_path: Path) -> N
     part = plugin("plugin_utils.lab_lifecycle").start_step(run)["a1"]
     assert calls == []
     assert part == {"failed": False, "changed": False, "instance": instance, "address": "127.0.0.9",
-                    "lab": run.facts["a1"]["lab"], "check_note": ""}
+                    "lab": run.facts["a1"]["lab"], "check_note": "", "start_note": ""}
 
 
 def test_stopped_or_away_from_its_address_is_started_in_one_call(plugin, tmp_path: Path) -> None:
@@ -64,14 +64,19 @@ def test_stopped_or_away_from_its_address_is_started_in_one_call(plugin, tmp_pat
                        "b2": {"changed": True, "instance": away, "address": {"public_ip": "127.0.0.10"}}}}
     run, calls = make_run(plugin, tmp_path, {"a1": {"instance": stopped, "addresses": [ADDRESS]},
                                              "b2": {"instance": away, "addresses": [loose]}},
-                          answer, ec2_gpu_host_instance_timeout=321)
+                          answer, ec2_gpu_host_instance_timeout=321, ec2_gpu_host_instance_type="g6.xlarge",
+                          ec2_gpu_host_fallback_instance_types=["g5.xlarge", "g4dn.xlarge"])
     parts = plugin("plugin_utils.lab_lifecycle").start_step(run)
     assert [name for name, _ in calls] == ["csdl.gpu_lab.lab_host"]
     args = calls[0][1]
     assert args["state"] == "present"
+    # A start without capacity: 5 minutes of tries, then the lab's other candidate types.
+    starting = {"instance_types": ["g6.xlarge", "g5.xlarge", "g4dn.xlarge"], "start_capacity_wait": 300.0,
+                "start_change_type": True}
     assert args["labs"] == [
-        {"lab": "a1", "region": REGION, "instance": stopped, "addresses": [ADDRESS], "wait_timeout": 321},
-        {"lab": "b2", "region": REGION, "instance": away, "addresses": [loose], "wait_timeout": 321}]
+        {"lab": "a1", "region": REGION, "instance": stopped, "addresses": [ADDRESS], "wait_timeout": 321,
+         **starting},
+        {"lab": "b2", "region": REGION, "instance": away, "addresses": [loose], "wait_timeout": 321, **starting}]
     a1 = parts["a1"]
     assert a1["changed"] is True and a1["failed"] is False
     assert a1["instance"] == {"id": "i-a", "state": "running"}
@@ -156,6 +161,39 @@ def test_a_lab_not_looked_up_fails(plugin, tmp_path: Path, step: str) -> None:
     assert calls == []
 
 
+def test_start_options_carry_the_wait_in_seconds_and_the_candidates(plugin, tmp_path: Path) -> None:
+    life = plugin("plugin_utils.lab_lifecycle")
+    one = lab(plugin, tmp_path, ec2_gpu_host_instance_type="g6.xlarge",
+              ec2_gpu_host_fallback_instance_types="g5.xlarge", ec2_gpu_host_start_capacity_wait_minutes="0.05",
+              ec2_gpu_host_start_change_type="false")
+    assert life.start_options(one) == {"instance_types": ["g6.xlarge", "g5.xlarge"], "start_capacity_wait": 3.0,
+                                       "start_change_type": False}
+
+
+def test_a_bad_start_wait_is_said_in_one_sentence(plugin, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="gpu_lab_start_capacity_wait_minutes is 'soon': set it to a number of "
+                                         "minutes, 0 or more."):
+        lab(plugin, tmp_path, ec2_gpu_host_start_capacity_wait_minutes="soon")
+
+
+def test_start_note_after_refusals_in_the_same_type(plugin, tmp_path: Path) -> None:
+    refused = {"type": "g6.xlarge", "zone": "us-east-1a", "outcome": "no capacity",
+               "code": "InsufficientInstanceCapacity"}
+    ran = {"changed": True, "instance": {"id": "i-a"}, "notes": [],
+           "attempts": [refused, refused, {"type": "g6.xlarge", "zone": "us-east-1a", "outcome": "started"}]}
+    assert plugin("plugin_utils.lab_lifecycle").start_note(lab(plugin, tmp_path), ran) == (
+        "Lab lab1 started i-a (g6.xlarge in us-east-1a) after 2 refusals for capacity (InsufficientInstanceCapacity).")
+
+
+def test_start_note_of_a_changed_type_is_lab_hosts_note_and_none_without_refusals(plugin, tmp_path: Path) -> None:
+    life = plugin("plugin_utils.lab_lifecycle")
+    refused = {"type": "g6.xlarge", "outcome": "no capacity", "code": "InsufficientInstanceCapacity"}
+    changed = {"attempts": [refused, {"type": "g5.xlarge", "outcome": "started"}], "notes": ["Changed it."]}
+    assert life.start_note(lab(plugin, tmp_path), changed) == "Changed it."
+    assert life.start_note(lab(plugin, tmp_path), {"attempts": [{"outcome": "started"}]}) == ""
+    assert life.start_note(lab(plugin, tmp_path), {"failed": True, "attempts": [refused]}) == ""
+
+
 # --- step=status ---------------------------------------------------------------------------
 
 RUNNING = {"id": "i-a", "state": "running", "type": "g5.xlarge", "zone": "us-east-1a",
@@ -172,18 +210,51 @@ def test_status_of_a_running_lab_by_hand(plugin, tmp_path: Path) -> None:
         "hours_in_state": 5.0, "instance_id": "i-a", "type": "g5.xlarge", "zone": "us-east-1a",
         "address": "127.0.0.9", "hourly_usd": 1.006, "running_period_usd": 5.03, "disk_gib": 120,
         "stopped_monthly_usd": {"disk": 9.6, "addresses": 3.65}, "autostop_minutes": "60",
-        "prices": "on-demand list prices, us-east-1, 2026-11", "orphans": [], "warnings": [],
+        "prices": "shipped table, us-east-1 list prices 2026-11", "orphans": [], "warnings": [],
+        "image": {"name": "", "creation_date": "", "newer": ""}, "quota_requests": [],
     }
 
 
+def test_status_names_the_instances_image_and_what_is_newer(plugin) -> None:
+    image_status = plugin("plugin_utils.lab_lifecycle").image_status
+    image = {"image_id": "ami-1", "name": "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.12 (Ubuntu 24.04) 2026",
+             "creation_date": "2026-08-22T00:00:00.000Z", "newer": "Image ...: a newer image of its line exists ...",
+             "note": ""}
+    assert image_status({"instance": RUNNING | {"image": "ami-1"}, "image": image}) == {
+        "name": image["name"], "creation_date": "2026-08-22", "newer": image["newer"]}
+    # An image that is gone is named by its id; why what is newer is not known is said.
+    assert image_status({"instance": RUNNING | {"image": "ami-1"},
+                         "image": {"image_id": "ami-1", "name": "", "note": "SSM refused."}}) == {
+        "name": "ami-1", "creation_date": "", "newer": "SSM refused."}
+    assert image_status({"instance": {}, "image": image}) == {"name": "", "creation_date": "", "newer": ""}
+
+
 def test_status_step_reads_the_facts_with_a_clock(plugin, tmp_path: Path) -> None:
+    # The region's prices: asked once (no cache in this HOME yet), then cached for the week.
+    prices = {"prices": {REGION: {"hourly_usd": {"g5.xlarge": 1.006}, "gp3_gib_month_usd": 0.08,
+                                  "public_ipv4_hour_usd": 0.005, "calls": 3}}}
     run, calls = make_run(plugin, tmp_path, {"a1": {"instance": RUNNING, "addresses": [ADDRESS],
-                                                    "volumes": VOLUMES}})
+                                                    "volumes": VOLUMES}}, prices)
     part = plugin("plugin_utils.lab_lifecycle").status_step(run, now=lambda: NOW)["a1"]
-    assert calls == []
+    assert calls == [("csdl.gpu_lab.lab_info", {"prices": [
+        {"region": REGION, "instance_types": ["g5.xlarge"], "storage": True}]})]
     assert part["failed"] is False and part["changed"] is False
     assert (part["status"]["lab"], part["status"]["hours_in_state"], part["status"]["running_period_usd"]) == (
         "a1", 5.0, 5.03)
+    assert part["status"]["prices"] == f"AWS Price List API, {REGION}, fetched {NOW:%Y-%m-%d}"
+    plugin("plugin_utils.lab_lifecycle").status_step(run, now=lambda: NOW + dt.timedelta(days=1))
+    assert len(calls) == 1
+
+
+def test_status_step_without_price_list_answer_uses_the_table(plugin, tmp_path: Path) -> None:
+    answer = {"prices": {REGION: {"failed": True, "msg": "no permission for pricing:GetProducts (AccessDenied)"}}}
+    run, calls = make_run(plugin, tmp_path, {"a1": {"instance": RUNNING, "addresses": [ADDRESS]},
+                                             "a2": {"instance": {}}}, answer)
+    parts = plugin("plugin_utils.lab_lifecycle").status_step(run, now=lambda: NOW)
+    assert len(calls) == 1  # a lab without an instance needs no price
+    assert parts["a1"]["status"]["hourly_usd"] == 1.006
+    assert parts["a1"]["status"]["prices"] == ("shipped table, us-east-1 list prices 2026-11, AWS Price List not "
+                                               "reachable: no permission for pricing:GetProducts (AccessDenied)")
 
 
 def test_a_lab_stopped_for_long_warns_what_it_still_costs(plugin, tmp_path: Path) -> None:

@@ -23,7 +23,13 @@ def test_names_tags_and_candidates(plugin, tmp_path: Path) -> None:
     assert lab.recorded_tags == {"gpu_lab:autostop_minutes": "60", "gpu_lab:idle_alarm": "false"}
     assert lab.candidates == ["g6.xlarge", "g5.xlarge"]  # the wanted type first, once
     assert lab.confirm_word == "bio"
-    assert lab.ssm_parameter.startswith("/aws/service/deeplearning/ami/x86_64/")
+    assert lab.dlami_line == "latest"
+    assert lab.ssm_parameter() == "/aws/service/deeplearning/ami/x86_64/"
+    assert lab.ssm_parameter("arm64") == "/aws/service/deeplearning/ami/arm64/"
+    pinned = plugin("plugin_utils.lab_settings").settings_of(
+        "localhost", values(tmp_path, ec2_gpu_host_dlami="oss-nvidia-driver-gpu-pytorch-2.9-ubuntu-24.04"))
+    assert pinned.ssm_parameter("arm64") == ("/aws/service/deeplearning/ami/arm64/"
+                                             "oss-nvidia-driver-gpu-pytorch-2.9-ubuntu-24.04/latest/ami-id")
 
 
 def test_list_settings_as_given_on_the_command_line(plugin, tmp_path: Path) -> None:
