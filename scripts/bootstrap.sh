@@ -64,7 +64,8 @@ or pyenv install 3.12) and run this again, or point GPU_LAB_PYTHON at it."
 
 # The environment is kept per requirements hash in the user's cache and .venv links to it,
 # so a second checkout (or CI's fresh clone) on the same machine does not install again.
-want=$( (cat "$repo"/requirements/*.txt; "$python" -V) | sha256sum | cut -c1-16)
+# Only what this environment installs (requirements/tools-*.txt make their own, elsewhere).
+want=$( (cat "$repo"/requirements/runtime.txt "$repo"/requirements/test.txt; "$python" -V) | sha256sum | cut -c1-16)
 store="${GPU_LAB_CACHE:-$HOME/.cache/gpu_lab}/venvs/$want"
 if [[ ! -x "$store/bin/ansible-playbook" ]] || ! "$store/bin/python" -c 'import ansible, boto3, moto' 2>/dev/null; then
   say "creating the Python environment with $("$python" -V) ($python); pip install takes about a minute"

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from local_cloud.cloud import Cloud
+if TYPE_CHECKING:
+    # Imported by the fixtures that start it: tests/unit (run by ansible-test units from the
+    # installed collection, which has no local_cloud/) never needs the emulator or its werkzeug.
+    from local_cloud.cloud import Cloud
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +27,8 @@ def cloud_session(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest
     # The first run builds the stand-in image (about a minute): let its progress lines
     # through pytest's output capture instead of sitting silent.
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    from local_cloud.cloud import Cloud
+
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         cloud = Cloud(tmp_path_factory.mktemp("cloud"), hosts=True).start()
     try:

@@ -4,31 +4,8 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-name: as_list
-short_description: A list setting, whether given as a list, as YAML/JSON text or as "a,b,c"
-version_added: 0.2.0
-description:
-  - C(-e gpu_lab_zones=us-east-1a,us-east-1b) and C(-e gpu_lab_zones=[]) reach a play as text;
-    in an inventory file the same setting is a list. This filter gives the list in every case.
-  - An empty string or C(None) gives C([]); items are stripped; empty items are dropped.
-options:
-  _input:
-    description: The setting.
-    type: raw
-    required: true
-"""
-
-EXAMPLES = r"""
-zones: "{{ gpu_lab_zones | csdl.gpu_lab.as_list }}"
-"""
-
-RETURN = r"""
-_value:
-  description: The items, in order (non-list values that are not text are returned in a list).
-  type: list
-"""
-
+# The filters' docs (ansible-doc -t filter csdl.gpu_lab.NAME) are in plugins/filter/NAME.yml,
+# one file per filter: a DOCUMENTATION here would be shown for every filter of this file.
 import json
 from typing import Any
 

@@ -4,50 +4,8 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-name: class_report_rows
-short_description: One row per lab of a class launch, from the labs' facts in hostvars
-version_added: 0.3.0
-description:
-  - Reads, for each lab host of the play (sorted by name), the facts that
-    C(csdl.gpu_lab.ec2_gpu_host) publishes (C(ec2_gpu_host_lab), C(ec2_gpu_host_instance),
-    C(ec2_gpu_host_launch_attempts)) and C(gpu_lab_student), C(gpu_lab_name), C(gpu_lab_launch_error).
-  - The same file also gives C(class_report_lines) (the launch summary's lines),
-    C(class_status) (the status playbook's rows and totals) and C(class_status_lines) (its table).
-options:
-  _input:
-    description: The play's lab hosts (C(ansible_play_hosts)).
-    type: list
-    elements: str
-    required: true
-  hostvars:
-    description: C(hostvars).
-    type: dict
-    required: true
-  configured:
-    description: The hosts that were configured (the C(gpu_lab_launched) group).
-    type: list
-    elements: str
-    default: []
-"""
-
-EXAMPLES = r"""
-rows: "{{ ansible_play_hosts | csdl.gpu_lab.class_report_rows(hostvars, groups['gpu_lab_launched'] | default([])) }}"
-lines: "{{ rows | csdl.gpu_lab.class_report_lines(gpu_lab_class, kit_root) }}"
-status: "{{ ansible_play_hosts | csdl.gpu_lab.class_status(hostvars, gpu_lab_class) }}"
-table: "{{ status | csdl.gpu_lab.class_status_lines }}"
-"""
-
-RETURN = r"""
-_value:
-  description: >-
-    Per lab C(student), C(lab), C(launched), C(type), C(zone), C(instance_id), C(address),
-    C(configured), C(failed_over_from) (C(TYPE in ZONE) for each attempt that got no capacity),
-    C(error), C(warnings).
-  type: list
-  elements: dict
-"""
-
+# The filters' docs (ansible-doc -t filter csdl.gpu_lab.NAME) are in plugins/filter/NAME.yml,
+# one file per filter: a DOCUMENTATION here would be shown for every filter of this file.
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any

@@ -4,32 +4,8 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-name: file_mode
-short_description: The permission bits of a file on the controller ("400"), or "" when there is none
-version_added: 0.3.0
-description:
-  - A private key others can read is refused by ssh, so a launch checks the key's mode before
-    anything is created. This filter reads it on the controller (where the workstation's keys
-    are) without a process per lab, as C(lookup('pipe', 'stat ...')) would start.
-  - Symbolic links are followed. A missing path, or one that is not a regular file, gives C("").
-options:
-  _input:
-    description: The file's path.
-    type: path
-    required: true
-"""
-
-EXAMPLES = r"""
-key_mode: "{{ '~/.ssh/csdl-server.pem' | expanduser | csdl.gpu_lab.file_mode }}"
-"""
-
-RETURN = r"""
-_value:
-  description: The permission bits in octal, without a leading zero (C("400"), C("644")), or C("").
-  type: str
-"""
-
+# The filters' docs (ansible-doc -t filter csdl.gpu_lab.NAME) are in plugins/filter/NAME.yml,
+# one file per filter: a DOCUMENTATION here would be shown for every filter of this file.
 import os
 import stat
 from typing import Any

@@ -8,48 +8,8 @@ problem of the settings or the host, and what the role says it set up are decide
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-name: idle_autostop_differs
-short_description: The paths on the host that differ from what csdl.gpu_lab.idle_autostop wants there
-version_added: 0.3.0
-description:
-  - Compares what the role's host inspection (C(files/install_state.py)) found at each path with
-    what the role would write there, so that its install step touches only what differs.
-  - The same file gives C(idle_autostop_status) - the checker's C(--status) answer (the
-    registered command's result) as the role's C(idle_autostop_status) fact;
-    C(idle_autostop_host) - the inspection's answer, parsed; C(idle_autostop_problem) - the first
-    problem of the settings or the host that applies, in order, or an empty string;
-    C(idle_autostop_timer_as_wanted) - whether the timer is enabled and active exactly when
-    auto-stop is on; C(idle_autostop_summary) - the line that says how the host stops itself.
-  - A path is as wanted when it exists, is a directory exactly when one is wanted, has the wanted
-    mode, is owned by root:root, and (for a file) has the wanted content's SHA-1.
-options:
-  _input:
-    description: What the inspection found, by path (C(exists), C(dir), C(mode), C(owner), C(group), C(sha1)).
-    type: dict
-    required: true
-  wanted:
-    description: What the role wants, one item per path (C(path), C(mode), and C(dir) or C(sha1)).
-    type: list
-    elements: dict
-    required: true
-"""
-
-EXAMPLES = r"""
-todo: "{{ __idle_autostop_host.paths | csdl.gpu_lab.idle_autostop_differs(__idle_autostop_wanted) }}"
-host: "{{ __idle_autostop_probe | csdl.gpu_lab.idle_autostop_host }}"
-problem: "{{ __idle_autostop_check | csdl.gpu_lab.idle_autostop_problem(__idle_autostop_probe) }}"
-"""
-
-RETURN = r"""
-_value:
-  description: >-
-    The paths that differ, in the order of O(wanted). C(idle_autostop_problem) and
-    C(idle_autostop_summary) give a string, C(idle_autostop_timer_as_wanted) a boolean.
-  type: list
-  elements: str
-"""
-
+# The filters' docs (ansible-doc -t filter csdl.gpu_lab.NAME) are in plugins/filter/NAME.yml,
+# one file per filter: a DOCUMENTATION here would be shown for every filter of this file.
 import json
 import os
 import re

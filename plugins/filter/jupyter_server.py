@@ -8,57 +8,8 @@ decides is here, as plain functions of that answer and the role's settings.
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-name: jupyter_server_plan
-short_description: What csdl.gpu_lab.jupyter_server has to change on a host, from one inspection of it
-version_added: 0.3.0
-description:
-  - Takes the answer of the role's host inspection (C(files/host_state.py inspect)) and says, for
-    each part of the role, whether it has anything to do, so that a host that is already right
-    sees nothing run but the inspection.
-  - The course repo is updated only when that loses nothing (a clean tree on the course branch
-    with no commits origin lacks); otherwise O(_input) C(blockers) says why it is left alone.
-  - Reads the modes of the workstation's token file and its directory on the controller.
-  - The same file gives C(jupyter_server_host) (the inspection's answer, parsed),
-    C(jupyter_server_problem) (the first problem of the settings or the host that applies, in
-    order, or an empty string), C(jupyter_server_course) (Jupyter's root and the course repo this
-    run keeps), C(jupyter_server_guard_repos) (the repos the guard looks at besides those it finds),
-    C(jupyter_server_stamp) (what the role records on the host), C(jupyter_server_must_wait)
-    (whether to wait for Jupyter), C(jupyter_server_repo_status) and C(jupyter_server_gpu) (the
-    summary's lines), C(jupyter_server_unsaved_work) (the guard's answer as the published fact),
-    C(jupyter_server_unsaved_text), C(jupyter_server_unsaved_hint), C(jupyter_server_guard_warning)
-    and C(jupyter_server_guard_refusal) (the guard's messages).
-options:
-  _input:
-    description: The inspection's answer (C(host_state.py inspect)), parsed.
-    type: dict
-    required: true
-  settings:
-    description: >-
-      C(user), C(repo_url), C(repo_branch), C(token) (the token this run keeps), C(ws_token) (the
-      workstation's copy), C(token_file), C(unit_sha1) (of the rendered unit), C(stamp) (what
-      C(jupyter_server_stamp) gives), C(jupyterlab_version), C(notebook_version).
-    type: dict
-    required: true
-"""
-
-EXAMPLES = r"""
-host: "{{ __jupyter_server_probe | csdl.gpu_lab.jupyter_server_host }}"
-problem: "{{ __jupyter_server_check | csdl.gpu_lab.jupyter_server_problem(__jupyter_server_probe) }}"
-todo: "{{ __jupyter_server_host | csdl.gpu_lab.jupyter_server_plan(__jupyter_server_plan_settings) }}"
-gpu: "{{ __jupyter_server_host.gpu | csdl.gpu_lab.jupyter_server_gpu }}"
-"""
-
-RETURN = r"""
-_value:
-  description: >-
-    Booleans C(install), C(repo), C(clone), C(service) (any of the service's parts), C(config_dir),
-    C(config), C(unit), C(ws_dir), C(ws_token), C(start), C(wait), C(stamp); and C(blockers), the
-    reasons the course repo is left alone. C(jupyter_server_problem) gives a string (empty when
-    there is no problem).
-  type: dict
-"""
-
+# The filters' docs (ansible-doc -t filter csdl.gpu_lab.NAME) are in plugins/filter/NAME.yml,
+# one file per filter: a DOCUMENTATION here would be shown for every filter of this file.
 import hashlib
 import json
 import os

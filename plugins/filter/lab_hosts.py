@@ -4,44 +4,8 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-name: lab_hosts
-short_description: The hosts of the play's labs that answer SSH, one add_host entry each
-version_added: 0.4.0
-description:
-  - For each lab of the list (inventory host names) whose C(ec2_gpu_host_lab) says C(ssh_ready)
-    and that has no C(gpu_lab_launch_error), the lab's GPU host as M(ansible.builtin.add_host)
-    takes it - C(name) (C(<lab>-server)), C(lab) (the lab's C(ec2_gpu_host_lab), which the host
-    then carries too), C(address), C(user), C(key_file) and C(ssh_args), which trust only
-    the host key pinned on this machine (C(~/.gpu_lab/<lab>/known_hosts)).
-options:
-  _input:
-    description: The labs' inventory host names (for example C(ansible_play_batch)).
-    type: list
-    elements: str
-    required: true
-  hostvars:
-    description: C(hostvars).
-    type: raw
-    required: true
-"""
-
-EXAMPLES = r"""
-- name: Make the labs' hosts available to the next plays
-  ansible.builtin.add_host:
-    name: "{{ item.name }}"
-    groups: [gpu_lab_launched]
-    ansible_host: "{{ item.address }}"
-  loop: "{{ ansible_play_batch | csdl.gpu_lab.lab_hosts(hostvars) }}"
-"""
-
-RETURN = r"""
-_value:
-  description: One entry per lab host that answers SSH, in the order of the input.
-  type: list
-  elements: dict
-"""
-
+# The filters' docs (ansible-doc -t filter csdl.gpu_lab.NAME) are in plugins/filter/NAME.yml,
+# one file per filter: a DOCUMENTATION here would be shown for every filter of this file.
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any

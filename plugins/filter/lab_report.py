@@ -4,44 +4,8 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-name: lab_report_lines
-short_description: The lines that end a launch of one's own lab (how to connect, how to stop it)
-version_added: 0.3.0
-description:
-  - Built from the facts of C(csdl.gpu_lab.ec2_gpu_host) (the lab, its instance, the launch's note),
-    C(csdl.gpu_lab.jupyter_server) (C(jupyter_server_summary) of the lab's host) and
-    C(csdl.gpu_lab.workstation) (C(workstation_summary), else C(workstation_commands)).
-  - Names the token's file and shortcut, never the token. Lines with nothing to say are left out.
-options:
-  _input:
-    description: C(ec2_gpu_host_lab).
-    type: dict
-    required: true
-  instance:
-    description: C(ec2_gpu_host_instance).
-    type: dict
-    required: true
-  facts:
-    description: >-
-      C(note) (C(ec2_gpu_host_launch_note)), C(jupyter) (the host's C(jupyter_server_summary), {} for
-      none), C(workstation) (C(workstation_summary), {} for none), C(commands) (C(workstation_commands),
-      used when the workstation summary has none), C(idle_minutes).
-    type: dict
-    required: true
-"""
-
-EXAMPLES = r"""
-msg: "{{ ec2_gpu_host_lab | csdl.gpu_lab.lab_report_lines(ec2_gpu_host_instance, __facts) }}"
-"""
-
-RETURN = r"""
-_value:
-  description: The summary's lines.
-  type: list
-  elements: str
-"""
-
+# The filters' docs (ansible-doc -t filter csdl.gpu_lab.NAME) are in plugins/filter/NAME.yml,
+# one file per filter: a DOCUMENTATION here would be shown for every filter of this file.
 from collections.abc import Mapping
 from typing import Any
 

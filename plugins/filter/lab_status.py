@@ -4,39 +4,8 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-name: lab_status_lines
-short_description: The lines status.yml shows for one's own lab
-version_added: 0.4.0
-description:
-  - Renders C(ec2_gpu_host_status) (as C(lab_status_with_host) completed it) as the status view's
-    lines - lab, state and since when, instance, address, price and where prices come from (the
-    AWS Price List API and its date, or the shipped table and why), the running period's cost, what
-    it costs while stopped, idle auto-stop and its last check, open quota increase requests,
-    warnings. Lines with nothing to
-    say are left out.
-  - C(lab_status_with_host) adds what the lab's host said (C(idle_autostop_status)) under
-    C(autostop), and a warning when idle auto-stop is enabled but not healthy (not right after a
-    boot, before the checker's first run).
-options:
-  _input:
-    description: C(ec2_gpu_host_status).
-    type: dict
-    required: true
-"""
-
-EXAMPLES = r"""
-status: "{{ ec2_gpu_host_status | csdl.gpu_lab.lab_status_with_host(idle_autostop_status | default({})) }}"
-msg: "{{ ec2_gpu_host_status | csdl.gpu_lab.lab_status_lines }}"
-"""
-
-RETURN = r"""
-_value:
-  description: The view's lines (C(lab_status_lines)), or the status with C(autostop) (C(lab_status_with_host)).
-  type: list
-  elements: str
-"""
-
+# The filters' docs (ansible-doc -t filter csdl.gpu_lab.NAME) are in plugins/filter/NAME.yml,
+# one file per filter: a DOCUMENTATION here would be shown for every filter of this file.
 from collections.abc import Mapping
 from typing import Any
 

@@ -9,51 +9,8 @@ YAML only passes them on and unit tests reach every sentence.
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-name: workstation_problems
-short_description: What is wrong with csdl.gpu_lab.workstation's settings, one sentence per cause
-version_added: 0.4.0
-description:
-  - C(workstation_problems) checks the main entry point's settings (a connection kit that cannot be
-    used, the lab's name, the machine, the home, the server's settings, the private key) and
-    C(workstation_kit_problems) those of C(tasks_from=kit), before any file is touched. Each gives
-    the sentences of the checks that fail, in a fixed order; an empty list when all is well.
-  - The same file gives C(workstation_kit) (a connection kit's C(kit.yml), read and checked),
-    C(workstation_pins) (the pinned host keys of a known_hosts file), C(workstation_known_hosts)
-    (known_hosts text for pins), C(workstation_ip_variable) and C(workstation_aliases) (the shell
-    names of a lab), C(workstation_playbook_commands) (what the C(<lab>-start/-stop/-status)
-    aliases run), C(workstation_user_path) (a path as the user typed it, made absolute) and
-    C(workstation_kit_report) (what install_kit.yml says at the end).
-  - Reads files on the machine Ansible runs on (the role runs there) - the kit, the known_hosts,
-    whether the private key is there.
-options:
-  _input:
-    description: >-
-      The role's settings - C(state), C(lab), C(kit) (the path given), C(kit_data) (what
-      C(workstation_kit) read), C(pin_only), C(host), C(connection), C(home), C(host_address),
-      C(local_port), C(jupyter_port), C(key_file); for C(workstation_kit_problems) C(lab), C(host),
-      C(connection), C(home), C(kit_dir), C(host_address), C(host_user), C(jupyter_port), C(pins),
-      C(known_hosts).
-    type: dict
-    required: true
-"""
-
-EXAMPLES = r"""
-problems: "{{ {'state': workstation_state, 'lab': workstation_lab_name, ...} | csdl.gpu_lab.workstation_problems }}"
-kit: "{{ workstation_kit | csdl.gpu_lab.workstation_kit }}"
-pins: "{{ __workstation_known_hosts | csdl.gpu_lab.workstation_pins }}"
-commands: >-
-  {{ workstation_project_dir | csdl.gpu_lab.workstation_playbook_commands(workstation_run_dir, workstation_inventory,
-     workstation_ansible_playbook, lookup('ansible.builtin.config', 'COLLECTIONS_PATHS')) }}
-"""
-
-RETURN = r"""
-_value:
-  description: The sentences of the checks that fail (C(workstation_problems), C(workstation_kit_problems)).
-  type: list
-  elements: str
-"""
-
+# The filters' docs (ansible-doc -t filter csdl.gpu_lab.NAME) are in plugins/filter/NAME.yml,
+# one file per filter: a DOCUMENTATION here would be shown for every filter of this file.
 import os
 import re
 import shlex
@@ -242,8 +199,8 @@ def _check_kit(path: Path, data: dict[str, Any]) -> dict[str, Any]:
             ("address", isinstance(data.get("address"), str) and re.fullmatch(r"\S+", data["address"])),
             ("user", isinstance(data.get("user"), str) and re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*", data["user"])),
             ("jupyter_port", isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536),
-            ("host_keys", isinstance(keys, list) and keys and all(isinstance(k, str) and KIT_HOST_KEY.match(k.strip())
-                                                                   for k in keys)),
+            ("host_keys", isinstance(keys, list) and keys
+             and all(isinstance(k, str) and KIT_HOST_KEY.match(k.strip()) for k in keys)),
             ("jupyter_token", isinstance(token, str) and KIT_TOKEN.match(token)),
         ) if not good
     ]
@@ -286,7 +243,7 @@ def workstation_aliases(lab: Any, kit: bool = False) -> dict[str, str]:
     return ws.aliases(_text(lab), kit=bool(kit))
 
 
-def workstation_playbook_commands(project_dir: Any, run_dir: Any, inventory: Any, ansible_playbook: Any,
+def workstation_shortcut_commands(project_dir: Any, run_dir: Any, inventory: Any, ansible_playbook: Any,
                                   collections_paths: list[str] | None = None) -> dict[str, str]:
     """The ansible-playbook commands of <lab>-start, -stop and -status, run in run_dir (the
     aliases cd there). An installed collection's playbooks (<path>/ansible_collections/<ns>/<name>)
@@ -352,7 +309,7 @@ class FilterModule:
             "workstation_known_hosts": workstation_known_hosts,
             "workstation_ip_variable": workstation_ip_variable,
             "workstation_aliases": workstation_aliases,
-            "workstation_playbook_commands": workstation_playbook_commands,
+            "workstation_shortcut_commands": workstation_shortcut_commands,
             "workstation_user_path": workstation_user_path,
             "workstation_kit_report": workstation_kit_report,
         }

@@ -1,3 +1,5 @@
+# Copyright: gpu_lab developers
+# MIT License
 """The dynamic inventory of gpu_lab: every lab's GPU server, found in EC2 by its tags."""
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ description:
   - Regions are queried in parallel, one DescribeInstances client per region, filtered on the
     server by the lab tag (or the class tag) and the instance state.
 author:
-  - gpu_lab developers
+  - gpu_lab developers (@csdl)
 version_added: 0.1.0
 requirements:
   - boto3 >= 1.28

@@ -1,3 +1,5 @@
+# Copyright: gpu_lab developers
+# MIT License
 """A class roster as an inventory: one lab controller host per student, read from a CSV or YAML file."""
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ description:
     O(groups) and O(keyed_groups)."
   - Nothing is asked over the network; the roster file is the only input.
 author:
-  - gpu_lab developers
+  - gpu_lab developers (@csdl)
 version_added: 0.3.0
 notes:
   - "A CSV roster has a header row. Its columns are C(student) and C(public_key) (both required),
@@ -192,7 +194,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             students, problems = read_roster(roster)
         except RosterError as e:
             raise AnsibleParserError(f"The roster {roster} of class {class_name} (from {path}): {e}") from None
-        problems = [text for _, text in sorted(problems + check_students(class_name, students), key=lambda p: p[0])]
+        problems = [text for _key, text in sorted(problems + check_students(class_name, students), key=lambda p: p[0])]
         if problems:
             count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
             raise AnsibleParserError(

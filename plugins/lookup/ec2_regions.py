@@ -1,10 +1,12 @@
+# Copyright: gpu_lab developers
+# MIT License
 """Lookup plugin: the EC2 regions botocore knows, without asking AWS."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: ec2_regions
-author: gpu_lab developers
+author: gpu_lab developers (@csdl)
 short_description: The EC2 regions known to botocore, offline
 description:
   - Returns the region names for which botocore has an EC2 endpoint, in every partition
@@ -24,6 +26,7 @@ _raw:
   description: Region names, sorted.
   type: list
   elements: str
+  sample: [ap-northeast-1, eu-west-1, us-east-1, us-west-2]
 """
 
 import gzip

@@ -1,3 +1,5 @@
+# Copyright: gpu_lab developers
+# MIT License
 """The workstation role's files, as text: what each should hold, and the plan that gets there.
 
 csdl.gpu_lab.workstation_files runs this on the machine it configures. Everything here is
@@ -517,7 +519,7 @@ def plan_present(w: Wanted, look: Look) -> Plan:
     # A file or directory this user may not change fails the run only when it would change.
     changing = [(p, "directory") for p in dirs if not is_private_dir(p)]
     changing += [(p, "file") for p, text in ((w.undo_file, undo), (w.known_hosts, known_hosts),
-                                            (w.lab_ssh_config, entry)) if not same_file(p, text, "0600")]
+                                             (w.lab_ssh_config, entry)) if not same_file(p, text, "0600")]
     if w.kit and w.kit_token and not same_file(w.token_file, w.kit_token + "\n", "0600"):
         changing.append((w.token_file, "file"))
     if token and not same_file(w.url_file, url, "0600"):

@@ -1,3 +1,5 @@
+# Copyright: gpu_lab developers
+# MIT License
 """What the workstation role looks at on this machine, read-only: the tunnel's local port, the
 server's host keys (ssh-keyscan) and what stands in the way of the role's files.
 
@@ -83,8 +85,10 @@ def listeners(port: int) -> set[str]:
 
 def run(argv: list[str]) -> str:
     try:
-        # Fixed argv of lsof/ss, no shell.
-        return subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False).stdout  # noqa: S603
+        # Fixed argv of lsof/ss, no shell; with a timeout, which run_command does not have.
+        done = subprocess.run(  # noqa: S603  # pylint: disable=ansible-bad-function
+            argv, capture_output=True, text=True, timeout=5, check=False)
+        return done.stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -137,8 +141,9 @@ class Keyscan:
     def start(self) -> subprocess.Popen[str] | None:
         self.tries += 1
         try:
-            # Fixed argv, no shell; the address is one argument.
-            return subprocess.Popen(  # noqa: S603
+            # Fixed argv, no shell; the address is one argument. Popen, not run_command: every
+            # address is scanned at once, and run_command runs one command to its end.
+            return subprocess.Popen(  # noqa: S603  # pylint: disable=ansible-bad-function
                 self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
             )
         except OSError:

@@ -55,7 +55,7 @@ description:
     and what to run next, and RV(left) has the same as data.
   - Supports check mode - then it makes no call that changes anything (only the read of a root
     volume's size for O(modify)), and returns for each lab what it would do, in RV(planned),
-    with RV(changed) true when that is anything.
+    with C(changed) true when that is anything.
   - Bounded waits - every AWS call has a 10 s connect and a 30 s read timeout, and a call that
     timed out is tried twice at most (RunInstances and the other creating calls, once), so an
     endpoint that accepts connections and never answers fails the lab after at most
@@ -63,7 +63,7 @@ description:
     sentence naming the endpoint. The environment variables E(GPU_LAB_AWS_CONNECT_TIMEOUT) and
     E(GPU_LAB_AWS_READ_TIMEOUT) (seconds, up to 300) change the two timeouts; O(aws_config) still
     overrides them. How long an instance may take to run, or to be gone, is O(wait_timeout).
-author: gpu_lab developers
+author: gpu_lab developers (@csdl)
 options:
   state:
     description:
@@ -175,7 +175,7 @@ options:
   security_group:
     description:
       - The group to create when O(security_group_id) is not given, tagged at creation, with one
-        ingress rule (SSH from O(security_group.ssh_cidr)) and nothing else. Changes to an
+        ingress rule (SSH from O(security_group.ssh_cidrs)) and nothing else. Changes to an
         existing group are M(amazon.aws.ec2_security_group)'s job.
     type: dict
     suboptions:
@@ -287,48 +287,161 @@ EXAMPLES = r"""
 RETURN = r"""
 labs:
   description:
-    - With O(labs), each lab's result by lab name, with the keys below and C(changed) (or
-      C(failed), C(msg), C(attempts) and, with O(state=present), C(left) and C(notes)).
-    - Without it, the keys below are returned at the top level.
+    - With O(labs), each lab's result by lab name, with the other keys of this list and C(changed)
+      (or C(failed), C(msg), RV(attempts) and, with O(state=present), RV(left) and RV(notes)).
+    - Without it, those keys are returned at the top level.
   returned: with O(labs)
   type: dict
+  sample: {csdl-ada: {changed: true, launched: true, started: false, instance: {id: i-0abc, state: running,
+           type: g6.xlarge, zone: us-east-1a, image: ami-0abc, launch_time: '2026-09-01T10:00:00+00:00'},
+           address: {public_ip: 203.0.113.5, allocation_id: eipalloc-0abc}, security_group_id: sg-0abc,
+           attempts: [{type: g6.xlarge, zone: us-east-1a, outcome: launched, code: '', message: ''}], notes: []}}
+  contains:
+    changed:
+      description: Whether this lab was changed.
+      type: bool
+      sample: true
+    failed:
+      description: Whether this lab failed (the other labs went on).
+      type: bool
+      returned: when the lab failed
+      sample: true
+    msg:
+      description: Why this lab failed, and what it left behind that bills.
+      type: str
+      returned: when the lab failed
+      sample: No capacity for g6.xlarge or g5.xlarge in any zone of us-east-1.
 instance:
-  description: The running instance (id, state, type, zone, image, launch_time).
+  description: The running instance, or C({}) for a lab without one.
   returned: success
   type: dict
+  sample: {id: i-0abc, state: running, type: g6.xlarge, zone: us-east-1a, image: ami-0abc,
+           launch_time: '2026-09-01T10:00:00+00:00'}
+  contains:
+    id:
+      description: The instance ID.
+      type: str
+      sample: i-0abc
+    state:
+      description: Its state.
+      type: str
+      sample: running
+    type:
+      description: Its instance type.
+      type: str
+      sample: g6.xlarge
+    zone:
+      description: Its availability zone.
+      type: str
+      sample: us-east-1a
+    image:
+      description: The image it was launched from.
+      type: str
+      sample: ami-0abc
+    launch_time:
+      description: When it last started (ISO 8601).
+      type: str
+      sample: '2026-09-01T10:00:00+00:00'
 security_group_id:
   description: The security group of a launched instance (created or given).
   returned: when launched
   type: str
+  sample: sg-0abc
 address:
-  description: The lab's Elastic IP (public_ip, allocation_id).
+  description: The lab's Elastic IP, or C({}).
   returned: success
   type: dict
+  sample: {public_ip: 203.0.113.5, allocation_id: eipalloc-0abc}
+  contains:
+    public_ip:
+      description: The address.
+      type: str
+      sample: 203.0.113.5
+    allocation_id:
+      description: Its allocation ID.
+      type: str
+      sample: eipalloc-0abc
 attempts:
-  description:
-    - Each launch or start attempt (type, zone, outcome, code, message), in order. A start's also
-      have C(retry) (0 for the first try of a type, then 1, 2... for the tries after a capacity
-      refusal); C(outcome) is C(started), C(no capacity), C(quota), C(not changed) (the type could not be
-      changed to it) or C(failed).
+  description: Each launch or start attempt, in order.
   returned: always
   type: list
   elements: dict
+  sample: [{type: g6.xlarge, zone: us-east-1a, outcome: no capacity, code: InsufficientInstanceCapacity,
+            message: We currently do not have sufficient g6.xlarge capacity in the Availability Zone you requested.},
+           {type: g6.xlarge, zone: us-east-1b, outcome: launched, code: '', message: ''}]
+  contains:
+    type:
+      description: The instance type tried.
+      type: str
+      sample: g6.xlarge
+    zone:
+      description: The availability zone tried (empty when the type is not offered in the region).
+      type: str
+      sample: us-east-1a
+    outcome:
+      description:
+        - A launch's is C(launched), C(no capacity), C(quota), C(not offered) (the type is not offered
+          in the region) or C(no subnet) (the zone has no default subnet); a start's C(started),
+          C(no capacity), C(quota), C(not changed) (the type could not be changed to it) or C(failed).
+      type: str
+      sample: no capacity
+    code:
+      description: The AWS error code, empty on success.
+      type: str
+      sample: InsufficientInstanceCapacity
+    message:
+      description: AWS's message, empty on success.
+      type: str
+      sample: ''
+    retry:
+      description:
+        - A start's only - 0 for the first try of a type, then 1, 2... for the tries after a
+          capacity refusal.
+      type: int
+      returned: for a start
+      sample: 0
 removed:
   description:
-    - With O(state=absent), what was removed - C(addresses) (public IPs), C(instances) (ids),
-      C(security_group) (id, or empty), C(key_pair) (name, or empty), C(orphans) (each orphan's
-      C(summary) or kind and detail) - so far, also when the lab failed.
+    - With O(state=absent), what was removed so far, also when the lab failed.
   returned: with O(state=absent)
   type: dict
   version_added: 0.3.0
+  sample: {addresses: [203.0.113.5], instances: [i-0abc], security_group: sg-0abc, key_pair: csdl-server,
+           orphans: []}
+  contains:
+    addresses:
+      description: The public IPs released.
+      type: list
+      elements: str
+      sample: [203.0.113.5]
+    instances:
+      description: The IDs of the instances terminated.
+      type: list
+      elements: str
+      sample: [i-0abc]
+    security_group:
+      description: The ID of the security group deleted, or empty.
+      type: str
+      sample: sg-0abc
+    key_pair:
+      description: The name of the key pair deleted, or empty.
+      type: str
+      sample: csdl-server
+    orphans:
+      description: Each orphan removed, its C(summary) or kind and detail.
+      type: list
+      elements: str
+      sample: [security group csdl-ssh of lab csdl]
 launched:
   description: Whether a new instance was launched (false in check mode - see RV(planned)).
   returned: success
   type: bool
+  sample: true
 started:
   description: Whether a stopped instance was started (false in check mode - see RV(planned)).
   returned: success
   type: bool
+  sample: false
 notes:
   description:
     - With O(modify), one sentence per change made to the existing instance, saying how to go
@@ -353,16 +466,56 @@ planned:
   type: list
   elements: str
   version_added: 0.3.0
+  sample: [import key pair csdl-server, create security group csdl-ssh,
+           "launch g6.xlarge in the first zone that has capacity (candidates: g6.xlarge, g5.xlarge)",
+           allocate and associate an Elastic IP]
 left:
   description:
-    - When a lab fails with O(state=present), what this call left behind that bills -
-      C(instance) (id, type, zone, state) when it launched or started one, or allocated an
-      address for it; C(address) (public_ip, allocation_id, associated). Empty dicts when
-      nothing was left. The message says the same in words.
+    - When a lab fails with O(state=present), what this call left behind that bills; empty dicts
+      when nothing was left. The message says the same in words.
   returned: when a lab fails with O(state=present)
   type: dict
   version_added: 0.3.0
   sample: {instance: {id: i-0abc, type: g6.xlarge, zone: us-east-1a, state: running}, address: {}}
+  contains:
+    instance:
+      description: The instance it launched or started, or allocated an address for (id, type, zone, state).
+      type: dict
+      sample: {id: i-0abc, type: g6.xlarge, zone: us-east-1a, state: running}
+      contains:
+        id:
+          description: The instance ID.
+          type: str
+          sample: i-0abc
+        type:
+          description: Its instance type.
+          type: str
+          sample: g6.xlarge
+        zone:
+          description: Its availability zone.
+          type: str
+          sample: us-east-1a
+        state:
+          description: Its state.
+          type: str
+          sample: running
+    address:
+      description: The Elastic IP it allocated.
+      type: dict
+      sample: {}
+      contains:
+        public_ip:
+          description: The address.
+          type: str
+          sample: 203.0.113.5
+        allocation_id:
+          description: Its allocation ID.
+          type: str
+          sample: eipalloc-0abc
+        associated:
+          description: Whether it was associated with the instance.
+          type: bool
+          sample: false
 """
 
 import hashlib
@@ -545,7 +698,7 @@ class LabHost:
             ],
         }
         salt = ""
-        for _ in range(3):
+        for _try in range(3):
             instance = self._call("run_instances", ClientToken=self._token(instance_type, zone, salt),
                                   **spec)["Instances"][0]
             # A token reused after its instance was terminated answers with that instance.
@@ -688,7 +841,7 @@ class LabHost:
         tried: list[str] = []
         restored = ""
         if self.p["start_change_type"]:
-            offered, _ = self.region.where(self.p["instance_types"] or [instance["type"]])
+            offered, _rest = self.region.where(self.p["instance_types"] or [instance["type"]])
             for kind in fallback_types(instance["type"], self.p["instance_types"], offered, instance["zone"]):
                 started = self._start_as(instance, kind, tried)
                 if started:
@@ -964,7 +1117,7 @@ class LabRemoval:
 
     def _release(self, allocation_id: str, association_id: str) -> bool:
         """Disassociates (when associated) and releases one address; False when already gone."""
-        for _ in range(3):
+        for _try in range(3):
             try:
                 if association_id:
                     self.ec2.disassociate_address(AssociationId=association_id)
@@ -1175,7 +1328,7 @@ def plan(params: dict[str, Any], region: Region) -> dict[str, Any]:
                 host.planned.append(f"start {instance_id}")
             elif modify.get("instance_type"):
                 host.change_type(known, modify["instance_type"])
-            address, _ = host.associate(instance_id)
+            address, _rest = host.associate(instance_id)
     except (LabFailure, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         failure = _failure_of(e, "Could not plan the lab's run")
         failure.attempts = []  # type: ignore[attr-defined]

@@ -32,7 +32,7 @@ description:
     E(GPU_LAB_AWS_CONNECT_TIMEOUT) and E(GPU_LAB_AWS_READ_TIMEOUT) (seconds, up to 300) change the
     two timeouts (the bound is then 2 x their sum); O(aws_config) still overrides them.
   - Supports check mode - it never changes anything, and the answer is the same.
-author: gpu_lab developers
+author: gpu_lab developers (@csdl)
 options:
   lab:
     description:
@@ -87,7 +87,7 @@ options:
             whose patch support ended (PyTorch 2.7 and older) is never the latest.
         type: str
         default: ''
-        version_added: 0.5.0
+        version_added: 1.0.0
       name_pattern:
         description: The fallback name pattern.
         type: str
@@ -127,7 +127,7 @@ options:
       - The on-demand vCPU quotas (Service Quotas, service code C(ec2)) of the lab's candidate
         types (RV(quota), RV(quota_requests)). A class asks once per region for all its labs.
     type: dict
-    version_added: 0.5.0
+    version_added: 1.0.0
     suboptions:
       codes:
         description: The quota codes of the lab's candidate types (such as C(L-DB2E81BA) for G and VT).
@@ -171,7 +171,7 @@ options:
         at most 2 x (5 + 10) s) gets C(failed) and C(msg) under RV(prices); the module does not fail.
     type: list
     elements: dict
-    version_added: 0.5.0
+    version_added: 1.0.0
     suboptions:
       region:
         description: The region whose prices are asked for.
@@ -201,138 +201,496 @@ EXAMPLES = r"""
     security_group_name: csdl-ssh
     instance_types: [g6.xlarge, g5.xlarge]
   register: lab
+
+- name: Find every lab of a class in one call (students in two regions)
+  csdl.gpu_lab.lab_info:
+    region: us-east-1
+    labs:
+      - {lab: cs1-ana, key_name: cs1-ana-server, security_group_name: cs1-ana-ssh, instance_types: [g6.xlarge]}
+      - {lab: cs1-bo, key_name: cs1-bo-server, security_group_name: cs1-bo-ssh, instance_types: [g6.xlarge]}
+      - {lab: cs1-cy, region: eu-west-1, key_name: cs1-cy-server, security_group_name: cs1-cy-ssh}
+    orphans: true
+  register: class_labs
 """
 
 RETURN = r"""
 labs:
   description:
-    - With O(labs), each lab's findings by lab name, with the keys below (or C(failed) and C(msg)).
-    - Without it, the keys below are returned at the top level.
+    - With O(labs), each lab's findings by lab name, with the other keys of this list (or
+      C(failed) and C(msg)).
+    - Without it, those keys are returned at the top level.
   returned: with O(labs)
   type: dict
+  sample: {csdl-ada: {instance: {}, instance_count: 0, instances: [], addresses: [], security_group: {},
+           key_pair: {name: csdl-ada-server, id: key-0abc, fingerprint: 'ab:cd:ef', type: ed25519}}}
+  contains:
+    failed:
+      description: Whether this lab's look failed (the other labs' findings are still there).
+      type: bool
+      returned: when the lab failed
+      sample: true
+    msg:
+      description: Why this lab's look failed.
+      type: str
+      returned: when the lab failed
+      sample: The AWS identity in use may not call ec2:DescribeInstances in us-east-1.
 instance:
   description:
     - The lab's live instance (pending, running, stopping or stopped), or an empty dict.
-    - Among its keys, C(root_device_name) and C(root_volume_id) (the EBS volume at the root
-      device, or empty) and C(tags) (C(gpu_lab:instance_type) there is the type asked for at launch).
   returned: always
   type: dict
-  sample: {id: i-0abc, state: running, type: g6.xlarge, zone: us-east-1a, public_ip: 203.0.113.5,
-           root_device_name: /dev/sda1, root_volume_id: vol-0abc}
+  sample: {id: i-0abc, state: running, type: g6.xlarge, zone: us-east-1a, image: ami-0abc, architecture: x86_64,
+           launch_time: '2026-09-01T10:00:00+00:00', public_ip: 203.0.113.5, key_name: csdl-server,
+           subnet_id: subnet-0abc, security_groups: [sg-0abc], root_volume_ids: [vol-0abc],
+           root_device_name: /dev/sda1, root_volume_id: vol-0abc, state_reason: '',
+           tags: {'gpu_lab:lab': csdl, 'gpu_lab:instance_type': g6.xlarge, Name: csdl-server}}
+  contains: &instance
+    id:
+      description: The instance ID.
+      type: str
+      sample: i-0abc
+    state:
+      description: C(pending), C(running), C(stopping) or C(stopped).
+      type: str
+      sample: running
+    type:
+      description: The instance type it runs as now.
+      type: str
+      sample: g6.xlarge
+    zone:
+      description: Its availability zone.
+      type: str
+      sample: us-east-1a
+    image:
+      description: The image it was launched from.
+      type: str
+      sample: ami-0abc
+    architecture:
+      description: What it runs, C(x86_64) or C(arm64).
+      type: str
+      sample: x86_64
+    launch_time:
+      description: When it last started (ISO 8601).
+      type: str
+      sample: '2026-09-01T10:00:00+00:00'
+    public_ip:
+      description: Its public IPv4 address, empty when stopped.
+      type: str
+      sample: 203.0.113.5
+    key_name:
+      description: The key pair it was launched with.
+      type: str
+      sample: csdl-server
+    subnet_id:
+      description: Its subnet.
+      type: str
+      sample: subnet-0abc
+    security_groups:
+      description: The IDs of its security groups.
+      type: list
+      elements: str
+      sample: [sg-0abc]
+    root_volume_ids:
+      description: Every EBS volume attached at launch.
+      type: list
+      elements: str
+      sample: [vol-0abc]
+    root_device_name:
+      description: Its root device.
+      type: str
+      sample: /dev/sda1
+    root_volume_id:
+      description: The EBS volume at the root device, or empty.
+      type: str
+      sample: vol-0abc
+    state_reason:
+      description: Why it is in its state (when a stopped instance stopped), or empty.
+      type: str
+      sample: User initiated (2026-11-26 10:00:00 GMT)
+    tags:
+      description: Its tags; C(gpu_lab:instance_type) is the type asked for at launch.
+      type: dict
+      sample: {'gpu_lab:lab': csdl, 'gpu_lab:instance_type': g6.xlarge}
 instance_count:
   description: How many live instances carry the lab's tag (more than 1 means a duplicate).
   returned: always
   type: int
+  sample: 1
 instances:
-  description: Every live instance of the lab, oldest first (same keys as O(instance)).
+  description: Every live instance of the lab, oldest first (each with the keys of RV(instance)).
   returned: always
   type: list
   elements: dict
+  sample: [{id: i-0abc, state: running, type: g6.xlarge, zone: us-east-1a}]
+  contains: *instance
 addresses:
-  description: The lab's Elastic IPs (public_ip, allocation_id, association_id, instance_id).
+  description: The lab's Elastic IPs.
   returned: always
   type: list
   elements: dict
+  sample: [{public_ip: 203.0.113.5, allocation_id: eipalloc-0abc, association_id: eipassoc-0abc,
+            instance_id: i-0abc}]
+  contains:
+    public_ip:
+      description: The address.
+      type: str
+      sample: 203.0.113.5
+    allocation_id:
+      description: Its allocation ID.
+      type: str
+      sample: eipalloc-0abc
+    association_id:
+      description: Its association, empty when it is not associated.
+      type: str
+      sample: eipassoc-0abc
+    instance_id:
+      description: The instance it is associated with, or empty.
+      type: str
+      sample: i-0abc
 security_group:
-  description: The lab's security group (group_id, vpc_id, ingress rules), or an empty dict.
+  description: The lab's security group, or an empty dict.
   returned: always
   type: dict
+  sample: {group_id: sg-0abc, vpc_id: vpc-0abc, ingress: [{protocol: tcp, from_port: 22, to_port: 22,
+           cidrs: [203.0.113.7/32], ipv6_cidrs: [], groups: 0}], tags: {'gpu_lab:lab': csdl}}
+  contains:
+    group_id:
+      description: Its ID.
+      type: str
+      sample: sg-0abc
+    vpc_id:
+      description: Its VPC.
+      type: str
+      sample: vpc-0abc
+    ingress:
+      description: Its ingress rules.
+      type: list
+      elements: dict
+      sample: [{protocol: tcp, from_port: 22, to_port: 22, cidrs: [203.0.113.7/32], ipv6_cidrs: [], groups: 0}]
+      contains:
+        protocol:
+          description: The IP protocol (C(tcp), or C(-1) for all).
+          type: str
+          sample: tcp
+        from_port:
+          description: The first port.
+          type: int
+          sample: 22
+        to_port:
+          description: The last port.
+          type: int
+          sample: 22
+        cidrs:
+          description: The IPv4 ranges it admits.
+          type: list
+          elements: str
+          sample: [203.0.113.7/32]
+        ipv6_cidrs:
+          description: The IPv6 ranges it admits.
+          type: list
+          elements: str
+          sample: []
+        groups:
+          description: How many security groups it admits.
+          type: int
+          sample: 0
+    tags:
+      description: Its tags.
+      type: dict
+      sample: {'gpu_lab:lab': csdl}
 key_pair:
-  description: The lab's key pair (name, id, fingerprint, type), or an empty dict.
+  description: The lab's key pair, or an empty dict.
   returned: always
   type: dict
+  sample: {name: csdl-server, id: key-0abc, fingerprint: 'ab:cd:ef:01', type: ed25519}
+  contains:
+    name:
+      description: Its name.
+      type: str
+      sample: csdl-server
+    id:
+      description: Its ID.
+      type: str
+      sample: key-0abc
+    fingerprint:
+      description: Its fingerprint as EC2 gives it.
+      type: str
+      sample: 'ab:cd:ef:01'
+    type:
+      description: C(ed25519) or C(rsa).
+      type: str
+      sample: ed25519
 instance_types:
-  description:
-    - Each described instance type, in the order asked - C(name), C(exists), C(vcpus), C(gpus)
-      (text, for example 1 x NVIDIA L4 (22 GiB)), C(gpu_count) (the GPUs it has, 0 for none),
-      C(architectures) (what it runs, such as C([x86_64]); empty when it does not exist).
+  description: Each described instance type, in the order asked.
   returned: always
   type: list
   elements: dict
   sample: [{name: g6.xlarge, exists: true, vcpus: 4, gpus: 1 x NVIDIA L4 (22 GiB), gpu_count: 1,
             architectures: [x86_64]}]
+  contains:
+    name:
+      description: The instance type.
+      type: str
+      sample: g6.xlarge
+    exists:
+      description: Whether the region offers it.
+      type: bool
+      sample: true
+    vcpus:
+      description: Its vCPUs.
+      type: int
+      sample: 4
+    gpus:
+      description: Its GPUs in words.
+      type: str
+      sample: 1 x NVIDIA L4 (22 GiB)
+    gpu_count:
+      description: The GPUs it has, 0 for none.
+      type: int
+      sample: 1
+    architectures:
+      description: What it runs; empty when it does not exist.
+      type: list
+      elements: str
+      sample: [x86_64]
 image:
   description:
-    - With O(image) and no live instance, the image a new instance would use (image_id, name,
-      creation_date, root_device_name, root_size_gib, architecture such as C(x86_64) or
-      C(arm64), source = pinned, ssm or name), or an empty dict when none was found.
-    - With O(volumes) and a live instance, the instance's own image (the same keys, source =
-      instance; name and creation_date empty when the image is gone).
-    - Both also have C(line) (the DLAMI line it belongs to, empty when not known), C(newer) (one
-      sentence when a newer image of its line, a newer supported line, or the end of its line's
-      support is known, else empty) and C(note) (why it was found by name, or why what is newer
-      is not known, else empty).
+    - With O(image) and no live instance, the image a new instance would use, or an empty dict
+      when none was found.
+    - With O(volumes) and a live instance, the instance's own image (RV(image.source) is
+      C(instance); RV(image.name) and RV(image.creation_date) are empty when the image is gone).
   returned: always
   type: dict
   sample: {image_id: ami-0abc, name: Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.12 (Ubuntu 24.04) 20260822,
-           creation_date: '2026-08-22T00:00:00.000Z', architecture: x86_64, source: ssm,
-           line: oss-nvidia-driver-gpu-pytorch-2.12-ubuntu-24.04, newer: '', note: ''}
+           creation_date: '2026-08-22T00:00:00.000Z', root_device_name: /dev/sda1, root_size_gib: 100,
+           architecture: x86_64, source: ssm, line: oss-nvidia-driver-gpu-pytorch-2.12-ubuntu-24.04,
+           newer: '', note: ''}
+  contains:
+    image_id:
+      description: The AMI ID.
+      type: str
+      sample: ami-0abc
+    name:
+      description: The AMI's name.
+      type: str
+      sample: Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.12 (Ubuntu 24.04) 20260822
+    creation_date:
+      description: When it was made.
+      type: str
+      sample: '2026-08-22T00:00:00.000Z'
+    root_device_name:
+      description: Its root device.
+      type: str
+      sample: /dev/sda1
+    root_size_gib:
+      description: The size of its root snapshot in GiB.
+      type: int
+      sample: 100
+    architecture:
+      description: C(x86_64) or C(arm64).
+      type: str
+      sample: x86_64
+    source:
+      description: How it was found - C(pinned), C(ssm), C(name) or C(instance).
+      type: str
+      sample: ssm
+    line:
+      description: The DLAMI line it belongs to, empty when not known.
+      type: str
+      sample: oss-nvidia-driver-gpu-pytorch-2.12-ubuntu-24.04
+    newer:
+      description:
+        - One sentence when a newer image of its line, a newer supported line, or the end of its
+          line's support is known, else empty.
+      type: str
+      sample: ''
+    note:
+      description: Why it was found by name, or why what is newer is not known, else empty.
+      type: str
+      sample: ''
 volumes:
-  description: The lab instance's EBS volumes (id, size_gib, type, encrypted), with O(volumes).
+  description: With O(volumes), the lab instance's EBS volumes.
   returned: always
   type: list
   elements: dict
+  sample: [{id: vol-0abc, size_gib: 100, type: gp3, encrypted: false}]
+  contains:
+    id:
+      description: The volume ID.
+      type: str
+      sample: vol-0abc
+    size_gib:
+      description: Its size in GiB.
+      type: int
+      sample: 100
+    type:
+      description: Its volume type.
+      type: str
+      sample: gp3
+    encrypted:
+      description: Whether it is encrypted.
+      type: bool
+      sample: false
 orphans:
-  description: With O(orphans), what no live lab uses (kind, id, lab, detail, summary).
+  description: With O(orphans), what no live lab uses.
   returned: always
   type: list
   elements: dict
+  sample:
+    - {kind: security_group, id: sg-0abc, lab: csdl, detail: csdl-ssh, summary: security group csdl-ssh of lab csdl}
+  contains:
+    kind:
+      description: C(elastic_ip), C(security_group) or C(key_pair).
+      type: str
+      sample: security_group
+    id:
+      description: Its ID (an allocation, group or key pair ID).
+      type: str
+      sample: sg-0abc
+    lab:
+      description: The lab its C(gpu_lab:lab) tag names.
+      type: str
+      sample: csdl
+    detail:
+      description: Its public IP, group name or key name.
+      type: str
+      sample: csdl-ssh
+    summary:
+      description: The same in words.
+      type: str
+      sample: security group csdl-ssh of lab csdl
 drift:
   description:
     - With O(wanted) and a live instance, how the settings differ from the lab that exists;
       empty lists and dict otherwise.
-    - C(apply) - what M(csdl.gpu_lab.lab_host) can change (pass it as its
-      O(csdl.gpu_lab.lab_host#module:modify)) - C(volume_size) (bigger than the root volume now;
-      gp3 grows online) and C(instance_type) (another type than asked for at launch, with the
-      instance stopped or stopping; or the type it already runs, when only the record changes).
-    - C(refuse) - one sentence per change AWS cannot make as things are (a smaller volume, another
-      type while the instance runs), saying what to do.
-    - C(notes) - what applying means beyond what lab_host reports in its
-      RV(csdl.gpu_lab.lab_host#module:notes) (the file system takes a grown disk at the next boot).
   returned: always
   type: dict
   version_added: 0.3.0
   sample: {apply: {volume_size: 200}, refuse: [], notes: ["Lab csdl's file system takes its disk's new size
            (200 GiB, from 100) at the next boot, or at once with `sudo growpart` and `sudo resize2fs` ..."]}
+  contains:
+    apply:
+      description:
+        - What M(csdl.gpu_lab.lab_host) can change (pass it as its
+          O(csdl.gpu_lab.lab_host#module:modify)) - C(volume_size) (bigger than the root volume now;
+          gp3 grows online) and C(instance_type) (another type than asked for at launch, with the
+          instance stopped or stopping; or the type it already runs, when only the record changes).
+      type: dict
+      sample: {volume_size: 200}
+    refuse:
+      description:
+        - One sentence per change AWS cannot make as things are (a smaller volume, another type
+          while the instance runs), saying what to do.
+      type: list
+      elements: str
+      sample: []
+    notes:
+      description:
+        - What applying means beyond what lab_host reports in its
+          RV(csdl.gpu_lab.lab_host#module:notes) (the file system takes a grown disk at the next boot).
+      type: list
+      elements: str
+      sample: []
 prices:
   description:
-    - With O(prices), each region's prices by region - C(hourly_usd) (instance type to USD per
-      hour, null for a type the Price List has no price for there), C(gp3_gib_month_usd),
-      C(public_ipv4_hour_usd) (with C(storage)) and C(calls) (the GetProducts calls made); or
-      C(failed) and C(msg) (why the API gave no answer).
+    - With O(prices), each region's prices by region name, each with the keys below; or C(failed)
+      and C(msg) (why the API gave no answer).
   returned: with O(prices)
   type: dict
-  version_added: 0.5.0
+  version_added: 1.0.0
   sample: {eu-west-1: {hourly_usd: {g6.xlarge: 0.8976}, gp3_gib_month_usd: 0.088, public_ipv4_hour_usd: 0.005,
            calls: 3}}
+  contains:
+    hourly_usd:
+      description: Instance type to USD per hour, null for a type the Price List has no price for there.
+      type: dict
+      sample: {g6.xlarge: 0.8976}
+    gp3_gib_month_usd:
+      description: USD per GiB-month of gp3 storage (with C(storage)).
+      type: float
+      sample: 0.088
+    public_ipv4_hour_usd:
+      description: USD per hour of a public IPv4 address (with C(storage)).
+      type: float
+      sample: 0.005
+    calls:
+      description: The GetProducts calls made.
+      type: int
+      sample: 3
 elsewhere:
   description:
-    - With O(other_regions), each live instance of the lab found in those regions (C(region),
-      C(instance) with the keys of RV(instance)), oldest first in each region; empty when none.
+    - With O(other_regions), each live instance of the lab found in those regions, oldest first in
+      each region; empty when none.
   returned: always
   type: list
   elements: dict
   version_added: 0.3.0
   sample: [{region: us-west-2, instance: {id: i-0def, state: running, type: g6.xlarge}}]
+  contains:
+    region:
+      description: The region it is in.
+      type: str
+      sample: us-west-2
+    instance:
+      description: The instance, with the keys of RV(instance).
+      type: dict
+      sample: {id: i-0def, state: running, type: g6.xlarge}
+      contains: *instance
 quota:
   description:
-    - With O(quota.check) and no live instance, what the quotas leave - C(values) (each code's
-      applied value in vCPUs, null when not known), C(running_vcpus) (the vCPUs running per
-      instance type in the region, any lab's or not), C(unavailable) (why Service Quotas could not
-      be read, such as C(AccessDeniedException); empty when it could). Empty otherwise.
+    - With O(quota.check) and no live instance, what the quotas leave. Empty otherwise.
   returned: always
   type: dict
-  version_added: 0.5.0
-  sample: {values: {L-DB2E81BA: 0.0}, running_vcpus: {g4dn.xlarge: 4}, unavailable: ''}
+  version_added: 1.0.0
+  sample: {applied: {L-DB2E81BA: 0.0}, running_vcpus: {g4dn.xlarge: 4}, unavailable: ''}
+  contains:
+    applied:
+      description: Each quota code's applied value in vCPUs, null when not known.
+      type: dict
+      sample: {L-DB2E81BA: 0.0}
+    running_vcpus:
+      description: The vCPUs running per instance type in the region, any lab's or not.
+      type: dict
+      sample: {g4dn.xlarge: 4}
+    unavailable:
+      description: Why Service Quotas could not be read, such as C(AccessDeniedException); empty when it could.
+      type: str
+      sample: ''
 quota_requests:
   description:
-    - With O(quota.requests), the open increase requests of the lab's quota codes in its region
-      (id, quota_code, quota_name, desired_value, status, created); empty otherwise or when they
-      cannot be read.
+    - With O(quota.requests), the open increase requests of the lab's quota codes in its region;
+      empty otherwise or when they cannot be read.
   returned: always
   type: list
   elements: dict
-  version_added: 0.5.0
+  version_added: 1.0.0
+  sample: [{id: 0a1b2c, quota_code: L-DB2E81BA, quota_name: Running On-Demand G and VT instances,
+            desired_value: 8.0, status: PENDING, created: '2026-09-01T10:00:00+00:00'}]
+  contains:
+    id:
+      description: The request's ID.
+      type: str
+      sample: 0a1b2c
+    quota_code:
+      description: The quota asked about.
+      type: str
+      sample: L-DB2E81BA
+    quota_name:
+      description: Its name.
+      type: str
+      sample: Running On-Demand G and VT instances
+    desired_value:
+      description: The vCPUs asked for.
+      type: float
+      sample: 8.0
+    status:
+      description: C(PENDING) or C(CASE_OPENED).
+      type: str
+      sample: PENDING
+    created:
+      description: When it was asked (ISO 8601).
+      type: str
+      sample: '2026-09-01T10:00:00+00:00'
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -586,7 +944,7 @@ def _images(ec2: Any, ssm: Any, new: dict[str, tuple[dict[str, Any], str]],
     O(image) request, the architecture of its types)) and an instance's own (existing: key ->
     (image id, architecture)), each with its line and what is newer. One SSM path read per
     architecture and one DescribeImages for all of them; the name fallback only where needed."""
-    architectures = list(dict.fromkeys([a for _, a in new.values()] + [a for _, a in existing.values()]))
+    architectures = list(dict.fromkeys([a for _id, a in new.values()] + [a for _id, a in existing.values()]))
     listings: dict[str, dict[str, str] | None] = {}
     refused: dict[str, str] = {}
     for architecture in architectures:
@@ -602,8 +960,8 @@ def _images(ec2: Any, ssm: Any, new: dict[str, tuple[dict[str, Any], str]],
         lines = listings[architecture]
         choices[key] = (None if wanted.get("image_id") or lines is None
                         else dlami.pick(lines, wanted.get("dlami") or dlami.LATEST, architecture))
-    ids = [w.get("image_id", "") for w, _ in new.values()] + [c[1] for c in choices.values() if c]
-    ids += [i for i, _ in existing.values()] + [i for lines in listings.values() for i in (lines or {}).values()]
+    ids = [w.get("image_id", "") for w, _arch in new.values()] + [c[1] for c in choices.values() if c]
+    ids += [i for i, _arch in existing.values()] + [i for lines in listings.values() for i in (lines or {}).values()]
     described = _describe_images(ec2, ids)
     latest = {architecture: {line: _image_summary(described[i], "ssm") for line, i in (lines or {}).items()
                              if i in described}
@@ -636,7 +994,7 @@ def _images(ec2: Any, ssm: Any, new: dict[str, tuple[dict[str, Any], str]],
     for key, (image_id, architecture) in existing.items():
         raw = described.get(image_id)
         image = _image_summary(raw, "instance") if raw else {"image_id": image_id, "name": "", "creation_date": "",
-                                                            "architecture": architecture, "source": "instance"}
+                                                             "architecture": architecture, "source": "instance"}
         found[key] = completed(image, architecture, "", True)
     return found
 
@@ -719,18 +1077,18 @@ def _quotas(module: AnsibleAWSModule, region: str | None, ec2: Any, codes: list[
     with ThreadPoolExecutor(max_workers=max(2, len(codes) + 1)) as pool:
         values = {code: pool.submit(value, code) for code in codes}
         counts = pool.submit(running)
-        found: dict[str, Any] = {"values": {}, "running_vcpus": {}, "unavailable": ""}
+        found: dict[str, Any] = {"applied": {}, "running_vcpus": {}, "unavailable": ""}
         for code, job in values.items():
             try:
-                found["values"][code] = job.result()
+                found["applied"][code] = job.result()
             except botocore.exceptions.ClientError as e:
                 error = e.response["Error"]["Code"]
                 found["unavailable"] = found["unavailable"] or (
                     error if error in QUOTA_UNAVAILABLE else f"{error}: {e.response['Error'].get('Message', '')}")
-                found["values"][code] = None
+                found["applied"][code] = None
             except botocore.exceptions.BotoCoreError as e:
                 found["unavailable"] = found["unavailable"] or (timeout_message(e) if is_timeout(e) else str(e))
-                found["values"][code] = None
+                found["applied"][code] = None
         running_counts = counts.result()
     unknown = [t for t in running_counts if t not in described]
     more = {t["name"]: t for t in _instance_types(ec2, unknown)} if unknown else {}

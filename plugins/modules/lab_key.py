@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: lab_key
 short_description: Read or replace a gpu_lab lab's key pair and its instance's user data
-version_added: 0.5.0
+version_added: 1.0.0
 description:
   - What the recovery of a lost key (C(recover_key.yml)) changes in AWS, for many labs in one call.
   - With O(state=query), reads each lab's key pair with its public key (DescribeKeyPairs with
@@ -19,7 +19,7 @@ description:
     C(KeyName) stays), then sets the instance's user data when it differs
     (ModifyInstanceAttribute; AWS allows that only while the instance is stopped).
   - Supports check mode - then nothing is changed and RV(labs) says in C(planned) what would be.
-author: gpu_lab developers
+author: gpu_lab developers (@csdl)
 options:
   state:
     description: C(query) reads, C(present) replaces what differs.
@@ -50,12 +50,39 @@ EXAMPLES = r"""
 
 RETURN = r"""
 labs:
-  description:
-    - Each lab's answer by lab name - C(failed), C(changed), C(msg) when failed, C(key_pair_public_key)
-      (the key pair's public key before this call, empty when there is none), C(user_data) (the
-      instance's user data before this call, base64, empty when none) and C(planned) (check mode).
+  description: Each lab's answer by lab name.
   returned: always
   type: dict
+  sample: {csdl-ada: {failed: false, changed: true, key_pair_public_key: 'ssh-ed25519 AAAAC3Nza... csdl-ada',
+           user_data: '', planned: []}}
+  contains:
+    failed:
+      description: Whether this lab failed.
+      type: bool
+      sample: false
+    changed:
+      description: Whether this lab's key pair or user data was changed.
+      type: bool
+      sample: true
+    msg:
+      description: Why it failed.
+      type: str
+      returned: when failed
+      sample: Lab csdl-ada has no instance to give user data to.
+    key_pair_public_key:
+      description: The key pair's public key before this call, empty when there is none.
+      type: str
+      sample: ssh-ed25519 AAAAC3Nza... csdl-ada
+    user_data:
+      description: The instance's user data before this call, base64, empty when none.
+      type: str
+      sample: ''
+    planned:
+      description: In check mode, what would be done, one sentence each.
+      type: list
+      elements: str
+      returned: in check mode
+      sample: [import key pair csdl-ada-server again]
 """
 
 import base64

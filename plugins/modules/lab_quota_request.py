@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: lab_quota_request
 short_description: Ask AWS to raise the on-demand vCPU quotas a lab needs, never twice
-version_added: 0.5.0
+version_added: 1.0.0
 description:
   - For each of O(requests), looks for an increase request still open (PENDING or
     CASE_OPENED) for that quota in that region (ListRequestedServiceQuotaChangeHistoryByQuota);
@@ -19,7 +19,7 @@ description:
   - A request that cannot be read or filed (no permission, a value AWS refuses) gets C(error);
     the module itself does not fail.
   - Supports check mode - then it only reads, and says in C(planned) what it would file.
-author: gpu_lab developers
+author: gpu_lab developers (@csdl)
 options:
   requests:
     description: The quotas to raise.
@@ -45,6 +45,7 @@ options:
         default: ec2
 extends_documentation_fragment:
   - amazon.aws.common.modules
+  - amazon.aws.region.modules
   - amazon.aws.boto3
 """
 
@@ -57,15 +58,45 @@ EXAMPLES = r"""
 
 RETURN = r"""
 requests:
-  description:
-    - One answer per request, in order - C(region), C(quota_code), C(desired_value), C(id) and
-      C(status) of the request filed or found open, C(filed) (true when this call filed it),
-      C(planned) (check mode - it would be filed), C(error) (why it could not be read or filed).
+  description: One answer per request, in order.
   returned: always
   type: list
   elements: dict
   sample: [{region: us-east-1, quota_code: L-DB2E81BA, desired_value: 4, id: 3f1c..., status: PENDING,
             filed: true, planned: false, error: ''}]
+  contains:
+    region:
+      description: The request's region.
+      type: str
+      sample: us-east-1
+    quota_code:
+      description: The quota's code.
+      type: str
+      sample: L-DB2E81BA
+    desired_value:
+      description: The vCPUs asked for.
+      type: float
+      sample: 4
+    id:
+      description: The ID of the request filed or found open, empty when none.
+      type: str
+      sample: 3f1c...
+    status:
+      description: The status of the request filed or found open (such as C(PENDING)), empty when none.
+      type: str
+      sample: PENDING
+    filed:
+      description: Whether this call filed it.
+      type: bool
+      sample: true
+    planned:
+      description: In check mode, whether it would be filed.
+      type: bool
+      sample: false
+    error:
+      description: Why it could not be read or filed, empty when it could.
+      type: str
+      sample: ''
 """
 
 from concurrent.futures import ThreadPoolExecutor

@@ -21,7 +21,7 @@ description:
     only looks its part up.
   - Supports check mode - the steps then make no changing call and say in C(planned) what they
     would do.
-author: gpu_lab developers
+author: gpu_lab developers (@csdl)
 options:
   step:
     description:
@@ -73,10 +73,47 @@ EXAMPLES = r"""
 RETURN = r"""
 labs:
   description:
-    - Each lab's part, by inventory host name - always C(failed) and C(changed), C(msg) when
-      failed; the rest is the step's (for C(find) - C(lab), C(instance), C(address), C(found),
-      C(region_note)).
+    - Each lab's part, by inventory host name; the rest of a part is the step's.
   returned: always
   type: dict
   sample: {csdl: {failed: false, changed: false, address: 127.1.0.1, instance: {id: i-0abc, state: running}}}
+  contains:
+    failed:
+      description: Whether this lab's step failed (the others went on).
+      type: bool
+      sample: false
+    changed:
+      description: Whether this lab's step changed something.
+      type: bool
+      sample: false
+    msg:
+      description: Why it failed, in words that say what to fix.
+      type: str
+      returned: when failed
+      sample: Lab csdl has no instance; run launch.yml.
+    lab:
+      description: For C(find), the lab as found (name, region, key file and the other settings).
+      type: dict
+      returned: for the find step
+      sample: {name: csdl, region: us-east-1}
+    instance:
+      description: For C(find), the lab's live instance (the keys of M(csdl.gpu_lab.lab_info)'s instance), or C({}).
+      type: dict
+      returned: for the find step
+      sample: {id: i-0abc, state: running}
+    address:
+      description: For C(find), the lab's Elastic IP, empty when none.
+      type: str
+      returned: for the find step
+      sample: 127.1.0.1
+    found:
+      description: For C(find), everything M(csdl.gpu_lab.lab_info) returned for the lab.
+      type: dict
+      returned: for the find step
+      sample: {instance_count: 1}
+    region_note:
+      description: For C(find), a sentence when the lab's instance is in another region than asked, else empty.
+      type: str
+      returned: for the find step
+      sample: ''
 """

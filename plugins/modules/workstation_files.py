@@ -34,7 +34,7 @@ description:
     in C(~/.gpu_lab/<lab>/jupyter_token) and the port the lab's ssh entry forwards.
   - Runs of several labs in one home wait for each other (a lock on the home directory).
   - Supports check mode and diff mode (the Jupyter token is masked in the diff).
-author: gpu_lab developers
+author: gpu_lab developers (@csdl)
 options:
   lab:
     description: The lab's name; it names the ssh Host, the files under C(~/.gpu_lab/) and the aliases.
@@ -161,13 +161,12 @@ EXAMPLES = r"""
 RETURN = r"""
 summary:
   description:
-    - What the role reports as C(workstation_summary) (never the token). Present - C(lab), C(state),
-      C(host_address), C(ssh_command), C(ssh_command_explicit), C(jupyter_url), C(jupyter_url_file),
-      C(jupyter_alias), C(local_port), C(jupyter_port), C(local_port_changed), C(local_port_reason),
-      C(ip_variable), C(aliases), C(commands), C(kit), C(shell_files), C(ssh_config), C(known_hosts),
-      C(host_keys), C(notes). Absent - C(lab), C(state), C(labs_left), C(removed) (what this machine had of
-      the lab, in words). Pin only - C(lab), C(state), C(pin_only), C(removed) when absent, and when
-      present C(host_address), C(known_hosts), C(host_keys), C(ssh_options).
+    - What the role reports as C(workstation_summary) (never the token). Which keys depend on
+      O(state) and O(pin_only) - present, the keys below but RV(summary.labs_left),
+      RV(summary.removed), RV(summary.pin_only), RV(summary.ssh_options); absent, RV(summary.lab),
+      RV(summary.state), RV(summary.labs_left), RV(summary.removed); pin only, RV(summary.lab),
+      RV(summary.state), RV(summary.pin_only), RV(summary.removed) when absent, and when present
+      RV(summary.host_address), RV(summary.known_hosts), RV(summary.host_keys), RV(summary.ssh_options).
   returned: unless O(jupyter_url_only)
   type: dict
   sample:
@@ -176,6 +175,115 @@ summary:
     local_port: 8889
     local_port_changed: true
     host_keys: given
+  contains:
+    lab:
+      description: The lab's name.
+      type: str
+      sample: csdl
+    state:
+      description: C(present) or C(absent).
+      type: str
+      sample: present
+    host_address:
+      description: The lab host's address.
+      type: str
+      sample: 203.0.113.5
+    ssh_command:
+      description: How to log in through the lab's ssh entry.
+      type: str
+      sample: ssh csdl
+    ssh_command_explicit:
+      description: The same without the ssh entry (every option spelled out).
+      type: str
+      sample: ssh -L localhost:8889:localhost:8888 -i /home/me/.ssh/csdl-server.pem ... ubuntu@203.0.113.5
+    jupyter_url:
+      description: Where Jupyter answers on this machine (without the token).
+      type: str
+      sample: http://localhost:8889
+    jupyter_url_file:
+      description: The file that holds the Jupyter URL with its token.
+      type: str
+      sample: /home/me/.gpu_lab/csdl/jupyter_url
+    jupyter_alias:
+      description: The shell shortcut that opens Jupyter.
+      type: str
+      sample: csdl-jupyter
+    local_port:
+      description: The local port of the SSH tunnel to Jupyter.
+      type: int
+      sample: 8889
+    jupyter_port:
+      description: Jupyter's port on the host.
+      type: int
+      sample: 8888
+    local_port_changed:
+      description: Whether the local port is another one than asked for.
+      type: bool
+      sample: true
+    local_port_reason:
+      description: Why, empty when it is not.
+      type: str
+      sample: port 8888 is taken by another lab (csdl-2)
+    ip_variable:
+      description: The shell variable that holds the lab's address.
+      type: str
+      sample: CSDL_IP
+    aliases:
+      description:
+        - The shell shortcuts by purpose (C(ssh), C(start), C(stop), C(status), C(jupyter); a kit has no start
+          or status).
+      type: dict
+      sample: {ssh: ssh-csdl, start: csdl-start, stop: csdl-stop, status: csdl-status, jupyter: csdl-jupyter}
+    commands:
+      description:
+        - The ansible-playbook commands the start, stop and status shortcuts run, and C(run_dir); C({}) for
+          a kit.
+      type: dict
+      sample: {run_dir: /home/me/gpu_lab, start: ansible-playbook start.yml}
+    kit:
+      description: The connection kit's folder, empty when none.
+      type: str
+      sample: ''
+    shell_files:
+      description: The shell start-up files given the lab's block.
+      type: list
+      elements: str
+      sample: [/home/me/.bashrc]
+    ssh_config:
+      description: The lab's ssh entry file.
+      type: str
+      sample: /home/me/.gpu_lab/csdl/ssh_config
+    known_hosts:
+      description: The lab's pinned known_hosts file.
+      type: str
+      sample: /home/me/.gpu_lab/csdl/known_hosts
+    host_keys:
+      description: Where the pinned host keys came from.
+      type: str
+      sample: given
+    notes:
+      description: Sentences about what was found in the way or left as it was.
+      type: list
+      elements: str
+      sample: []
+    labs_left:
+      description: With O(state=absent), the other labs this machine is still set up for.
+      type: list
+      elements: str
+      sample: [csdl-2]
+    removed:
+      description: With O(state=absent), what this machine had of the lab, in words.
+      type: list
+      elements: str
+      sample: [the ssh entry (Host csdl) and the shell shortcuts, the pinned host key]
+    pin_only:
+      description: With O(pin_only), true.
+      type: bool
+      sample: true
+    ssh_options:
+      description: With O(pin_only), the ssh options that use the pinned key.
+      type: str
+      sample: -o UserKnownHostsFile=/home/me/.gpu_lab/csdl/known_hosts -o StrictHostKeyChecking=yes
 changes:
   description: What was (or in check mode would be) changed, one line per file or directory.
   returned: always
@@ -187,6 +295,24 @@ diff:
   returned: diff mode, when something changes
   type: list
   elements: dict
+  sample: [{before_header: /home/me/.bashrc, after_header: /home/me/.bashrc, before: '', after: "# gpu_lab csdl\n"}]
+  contains:
+    before_header:
+      description: The file (and for a directory or mode change, what kind of change).
+      type: str
+      sample: /home/me/.bashrc
+    after_header:
+      description: The same.
+      type: str
+      sample: /home/me/.bashrc
+    before:
+      description: Its text before (the Jupyter token masked).
+      type: str
+      sample: ''
+    after:
+      description: Its text after (the Jupyter token masked).
+      type: str
+      sample: "# gpu_lab csdl\n"
 """
 
 import fcntl  # noqa: E402
@@ -209,11 +335,11 @@ ARGUMENT_SPEC = {
     "jupyter_port": {"type": "int", "default": 8888},
     "local_port": {"type": "int", "default": 8888},
     "local_port_tries": {"type": "int", "default": 20},
-    "host_keys": {"type": "list", "elements": "str", "default": []},
+    "host_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},  # public host keys
     "host_keys_from_kit": {"type": "bool", "default": False},
     "keyscan_timeout": {"type": "int", "default": 5},
-    "keyscan_retries": {"type": "int", "default": 5},
-    "keyscan_delay": {"type": "int", "default": 3},
+    "keyscan_retries": {"type": "int", "default": 5, "no_log": False},
+    "keyscan_delay": {"type": "int", "default": 3, "no_log": False},
     "shell_files": {"type": "list", "elements": "path", "default": []},
     "login_shell": {"type": "str", "default": ""},
     "kit": {"type": "str", "default": ""},

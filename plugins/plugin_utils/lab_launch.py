@@ -70,13 +70,13 @@ def fit_quotas(run: Run, parts: dict[str, Part]) -> None:
     and RunInstances decides. With gpu_lab_request_quota, one request per quota and region."""
     by_region: dict[str, list[str]] = {}
     for host, part in parts.items():
-        if not part.get("failed") and (part["found"].get("quota") or {}):
+        if not part.get("failed") and part["found"].get("quota"):
             by_region.setdefault(str(part["found"].get("region") or run.labs[host].region), []).append(host)
     fits: dict[str, lab_quota.Fit] = {}
     regions: dict[str, str] = {}
     for region, hosts in by_region.items():
         read = parts[hosts[0]]["found"]["quota"]
-        quotas = lab_quota.RegionQuotas(region, dict(read.get("values") or {}),
+        quotas = lab_quota.RegionQuotas(region, dict(read.get("applied") or {}),
                                         lab_quota.in_use(read.get("running_vcpus") or {}),
                                         str(read.get("unavailable") or ""))
         if quotas.unavailable:
@@ -154,7 +154,10 @@ def ask_address(url: str) -> IpCheck:
     """What the address check answers (body, status, Content-Type), or why it did not, in a
     few words (lab_checks.ip_problems makes the sentence)."""
     try:
-        with urllib.request.urlopen(url, timeout=IP_CHECK_TIMEOUT) as answer:  # noqa: S310 - the lab's setting
+        # Controller side, not a module: the standard library's default opener (what urlopen
+        # uses), so no_answer() can tell urllib's own errors apart.
+        opener = urllib.request.build_opener()
+        with opener.open(url, timeout=IP_CHECK_TIMEOUT) as answer:  # noqa: S310 - the lab's setting
             body = answer.read(IP_CHECK_MOST_BYTES)
             return IpCheck(content=body.decode("utf-8", "replace"), msg=f"OK ({len(body)} bytes)",
                            status=answer.status or 200, content_type=answer.headers.get_content_type(), url=url)

@@ -127,7 +127,7 @@ def read_course(repo: str, branch: str, timeout: float) -> tuple[int, str]:
     except OSError as error:
         return 127, str(error)
     try:
-        _, stderr = process.communicate(timeout=timeout)
+        _stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

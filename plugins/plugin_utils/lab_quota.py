@@ -119,7 +119,7 @@ def decide(quotas: RegionQuotas, wants: list[Want]) -> dict[str, Fit]:
     result: dict[str, Fit] = {}
     for want in wants:
         if quotas.unavailable:
-            result[want.lab] = Fit([t for t, _ in want.candidates])
+            result[want.lab] = Fit([t for t, _rest in want.candidates])
             continue
         kept: list[str] = []
         skipped: list[dict[str, Any]] = []

@@ -336,9 +336,8 @@ def recover_key_step(run: Run, now: Any = lambda: dt.datetime.now(dt.UTC)) -> di
             set_aside_stale_public(run.labs[host].key_file, key.public, now())
     # 2. The key pair (the instance keeps its KeyName), then a stop, the user data, a start.
     acting = _acting(run, todo, parts)
-    _fail_some(parts, todo, query_keys(run, {h: acting[h] | {"public_key": parts[h]["public_key"] if
-                                                              todo[h]["import_key"] else ""} for h in todo},
-                                       "present"))
+    key_pairs = {h: acting[h] | {"public_key": parts[h]["public_key"] if todo[h]["import_key"] else ""} for h in todo}
+    _fail_some(parts, todo, query_keys(run, key_pairs, "present"))
     _stop(run, todo, parts)
     _fail_some(parts, todo, query_keys(run, {h: acting[h] | {"user_data": encoded(recovery_user_data(
         run.labs[h].ssh_user, parts[h]["public_key"], todo[h]["remove_keys"], todo[h]["original"]))}

@@ -1,3 +1,5 @@
+# Copyright: gpu_lab developers
+# MIT License
 """Jinja tests for network settings of a lab."""
 
 from __future__ import annotations

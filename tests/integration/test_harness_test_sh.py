@@ -171,6 +171,12 @@ def test_the_whole_script_keeps_its_logs_exit_code_and_closing_report(tmp_path: 
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     shutil.copy2(SCRIPT, repo / "scripts" / "test.sh")
+    # The publishing checks' scripts: each says its steps, as the real ones do.
+    for name in ("galaxy_importer", "ansible_test"):
+        stub = repo / "scripts" / f"{name}.sh"
+        stub.write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> "$STUB_ARGS"\n'
+                        f'printf "\\033[1m[{name.replace("_", "-")}]\\033[0m %s\\n" "done $*"\n')
+        stub.chmod(0o755)
     (repo / "molecule" / "only").mkdir(parents=True)
     (repo / "molecule" / "only" / "molecule.yml").write_text("---\n")
     bin_dir = repo / ".venv" / "bin"
@@ -197,8 +203,12 @@ def test_the_whole_script_keeps_its_logs_exit_code_and_closing_report(tmp_path: 
     # The late run starts once molecule has ended (its pytest ends after molecule's "ended").
     assert "2 passed" in (logs / "pytest-late.log").read_text()
     assert out.index("molecule ended, exit 0") < out.index("pytest after molecule ended, exit 0"), out
+    # The publishing checks: the importer, sanity, then units; their own lines in the report.
+    checks = report[report.index("== publishing checks: exit 0"):report.index("== pytest, the rest")]
+    assert "[galaxy-importer] done \n[ansible-test] done \n[ansible-test] done units\n" in checks, checks
     assert report.rstrip().endswith("1 failed, 2 passed in 2.00s")
     called = args.read_text()
+    assert called.index("galaxy_importer ") < called.index("ansible_test \n") < called.index("ansible_test units")
     # The image first, in the foreground (its lines on the terminal), then the runs.
     assert "ensure_base()" in called
     assert called.index("python -c") < min(called.index("MOLECULE_GLOB"), called.index("pytest "))

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from local_cloud.cloud import Cloud
 from tests.playbook import BIN, REPO
@@ -50,16 +53,70 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "path": root / "collections" / "ansible_collections" / "csdl" / "gpu_lab"}
 
 
-def test_the_build_holds_what_the_collection_needs_and_no_local_state(installed: dict[str, Any]) -> None:
+# What a user installing the collection gets (galaxy.yml build_ignore; docs/publishing.md,
+# "What the built collection holds"): everything else at the top is the checkout's own.
+SHIPPED_TOP = {"MANIFEST.json", "FILES.json", "README.md", "LICENSE", "CHANGELOG.md", "changelogs", "docs",
+               "meta", "plugins", "roles", "playbooks", "inventories", "launch.yml", "stop.yml", "start.yml",
+               "status.yml", "teardown.yml", "recover_key.yml", "install_kit.yml", "tests"}
+
+
+def test_the_build_holds_what_the_collection_needs_and_no_test_bed(installed: dict[str, Any]) -> None:
     names = set(installed["names"])
     for needed in ("MANIFEST.json", "FILES.json", "meta/runtime.yml", "plugins/module_utils/labs.py",
                    "plugins/modules/lab_host.py", "plugins/modules/lab_info.py",
                    "plugins/inventory/gpu_lab.py", "plugins/inventory/roster.py",
-                   "roles/ec2_gpu_host/meta/argument_specs.yml", "playbooks/launch.yml"):
+                   "roles/ec2_gpu_host/meta/argument_specs.yml", "roles/ec2_gpu_host/README.md",
+                   "playbooks/launch.yml", "launch.yml", "LICENSE", "CHANGELOG.md", "changelogs/changelog.yaml",
+                   "changelogs/config.yaml", "inventories/csdl/group_vars/all/lab.yml",
+                   "inventories/csdl-class/roster.csv", "docs/architecture.md"):
         assert needed in names, needed
-    for local in (".venv", ".ansible", ".demo", ".git", ".pytest_cache", ".ruff_cache", "tests/output"):
-        assert not any(n == local or n.startswith(local + "/") for n in names), local
+    assert {n.split("/")[0] for n in names} <= SHIPPED_TOP, {n.split("/")[0] for n in names} - SHIPPED_TOP
+    # Of tests/, what ansible-test runs from the installed collection (sanity ignore files, unit
+    # tests and the package they import from), not the emulator's test bed.
+    assert "tests/unit/requirements.txt" in names and "tests/unit/collection.py" in names
+    assert {n for n in names if n.startswith("tests/") and n.count("/") == 1} <= {"tests/__init__.py", "tests/unit",
+                                                                                 "tests/sanity"}
+    for left_out in (".venv", ".ansible", ".demo", ".git", ".pytest_cache", ".ruff_cache", "local_cloud",
+                     "molecule", "bench", "scripts", "requirements", "collections", "Makefile", "ansible.cfg",
+                     "changelogs/fragments", "changelogs/.plugin-cache.yaml", "tests/integration", "tests/conftest.py"):
+        assert not any(n == left_out or n.startswith(left_out + "/") for n in names), left_out
+    assert not any(n.endswith((".pyc", "__pycache__")) for n in names)
+    manifest = json.loads((installed["path"] / "MANIFEST.json").read_text())["collection_info"]
+    galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
+    assert manifest["version"] == galaxy["version"] == "1.0.0"
+    assert manifest["license"] == ["MIT"] and "MIT License" in (installed["path"] / "LICENSE").read_text()
+    for url in ("repository", "documentation", "homepage", "issues"):
+        assert manifest[url].startswith("https://github.com/csdl/gpu_lab"), (url, manifest[url])
     assert installed["path"].is_dir()
+
+
+def readme_example() -> str:
+    """The example playbook of the README's "Install as a collection": the test runs what the
+    README shows."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Install as a collection\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    (example,) = [b for b in blocks if "csdl.gpu_lab.ec2_gpu_host" in b]
+    return example
+
+
+def test_the_readme_example_runs_from_a_course_folder(installed: dict[str, Any], cloud: Cloud) -> None:
+    """The README's playbook for another course, in a folder of its own outside the checkout
+    with the installed collection: its syntax checks, and it launches the lab on the emulated
+    EC2 API (the AWS half: no host to wait for) and says how to log in."""
+    folder = installed["root"] / "course"
+    folder.mkdir(exist_ok=True)
+    (folder / "course_lab.yml").write_text(readme_example())
+    env = {**installed["env"], **cloud.env()}
+    checked = run("ansible-playbook", "course_lab.yml", "--syntax-check", cwd=folder, env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    done = run("ansible-playbook", "course_lab.yml", "-e", "gpu_lab_ssh_cidr=198.51.100.7/32",
+               "-e", "gpu_lab_wait_for_ssh=false", cwd=folder, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    key = installed["root"] / "home" / ".ssh" / "mlcourse-server.pem"
+    said = re.search(rf"ssh -i {re.escape(str(key))} ubuntu@(\d+\.\d+\.\d+\.\d+)", done.stdout)
+    assert said, done.stdout[-3000:]
+    assert stat.S_IMODE(key.stat().st_mode) == 0o400
 
 
 def test_the_installed_modules_run_from_the_installed_copy(installed: dict[str, Any], cloud: Cloud) -> None:

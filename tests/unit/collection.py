@@ -28,8 +28,12 @@ def collections_path() -> Path | None:
 
 def load(name: str) -> ModuleType:
     """``ansible_collections.csdl.gpu_lab.plugins.<name>`` (name like "module_utils.workstation")."""
-    from ansible.plugins.loader import init_plugin_loader
-
+    try:
+        from ansible.plugins.loader import init_plugin_loader
+    except ImportError:
+        # ansible-test units, tests/unit/plugins/modules: only module_utils of ansible is there (as
+        # for a module on a host), and ansible-test has set up the collection loader already.
+        return importlib.import_module(f"ansible_collections.csdl.gpu_lab.plugins.{name}")
     path = collections_path()
     if path is None:
         pytest.skip("the csdl.gpu_lab collection link is missing: run scripts/bootstrap.sh")

@@ -254,7 +254,7 @@ def test_the_guard_reports_what_stops_it(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(sys, "argv", ["host_state.py"])
     with redirect_stdout(out):
         host_state.main(["host_state.py", "guard", json.dumps(settings(tmp_path, tmp_path / "s.json",
-                                                                        user="no-such-user-here"))])
+                                                                       user="no-such-user-here"))])
     assert json.loads(out.getvalue()) == {"error": "there is no user no-such-user-here"}
     # No home at all: nothing there to lose.
     found = host_state.guard(settings(tmp_path / "nohome", tmp_path / "s.json"))

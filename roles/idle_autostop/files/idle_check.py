@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: gpu_lab developers
+# MIT License
 """gpu_lab idle auto-stop: powers the lab host off when nobody has used it for a while.
 
 Installed by the csdl.gpu_lab.idle_autostop role and run by a systemd timer:

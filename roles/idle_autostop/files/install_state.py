@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: gpu_lab developers
+# MIT License
 """What the lab host holds for csdl.gpu_lab.idle_autostop, as one JSON object on stdout.
 
 Usage: install_state.py SETTINGS_JSON  (the role sends this file on stdin: python3 - ...)

@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: gpu_lab developers
+# MIT License
 """What the lab host holds for csdl.gpu_lab.jupyter_server, as one JSON object on stdout.
 
 Usage: host_state.py MODE SETTINGS_JSON  (the role sends this file on stdin: python3 - MODE ...)
@@ -97,7 +99,7 @@ def git_state(user, dest, branch, scratch):
              "files": [], "ahead": None, "unpushed": 0}
     if not os.path.isdir(dest):
         return state
-    rc, top, _ = git(user, dest, "rev-parse", "--show-toplevel")
+    rc, top, _err = git(user, dest, "rev-parse", "--show-toplevel")
     if rc != 0 or os.path.realpath(top.strip()) != os.path.realpath(dest):
         return state
     state["exists"] = True
@@ -105,9 +107,9 @@ def git_state(user, dest, branch, scratch):
     state["branch"] = git(user, dest, "symbolic-ref", "--short", "-q", "HEAD")[1].strip() or None
     state["files"] = uncommitted(user, dest, scratch)
     if state["head"]:
-        rc, out, _ = git(user, dest, "rev-list", "--count", f"refs/remotes/origin/{branch}..HEAD")
+        rc, out, _err = git(user, dest, "rev-list", "--count", f"refs/remotes/origin/{branch}..HEAD")
         state["ahead"] = int(out) if rc == 0 else None
-        rc, out, _ = git(user, dest, "rev-list", "--count", "HEAD", "--branches", "--not", "--remotes")
+        rc, out, _err = git(user, dest, "rev-list", "--count", "HEAD", "--branches", "--not", "--remotes")
         state["unpushed"] = int(out) if rc == 0 else 0
     return state
 
@@ -121,7 +123,7 @@ def uncommitted(user, dest, scratch):
     status = git(user, dest, "status", "--porcelain", "-z", "--untracked-files=no")
     untracked = git(user, dest, "ls-files", "-z", "--others", "--exclude-standard", "--directory",
                     "--no-empty-directory", *[f"--exclude={name}/" for name in scratch])
-    for rc, _, err in (status, untracked):
+    for rc, _out, err in (status, untracked):
         if rc != 0:
             raise RuntimeError(f"git failed in {dest}: {err.strip()[-300:]}")
     files = []
@@ -246,7 +248,7 @@ def env_state(user, dlami, fallback):
     found = {"dlami": is_dlami, "path": env, "jupyterlab": None, "notebook": None}
     python = os.path.join(env, "bin", "python")
     if os.path.exists(python):
-        rc, out, _ = user.run([python, "-B", "-c", ENV_PROBE], timeout=120)
+        rc, out, _err = user.run([python, "-B", "-c", ENV_PROBE], timeout=120)
         if rc == 0:
             found.update(json.loads(out))
     return found
@@ -346,7 +348,7 @@ def inspect(s):
             state["api_status"] = api_status(s["port"], token)
         if s["want_token"]:
             state["token"] = token if token and not s["rotate"] else \
-                "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(48))
+                "".join(secrets.choice(string.ascii_lowercase + string.digits) for _char in range(48))
         state.update(env=env.result(), git=repo.result() if repo else None, gpu=gpu.result())
     return state
 
@@ -415,7 +417,7 @@ def tree_work(user, path, s):
     found = {"path": path, "files": [], "files_count": 0, "unpushed_commits": 0, "stashes": 0,
              "fetch_error": None, "error": None}
     if git(user, path, "remote")[1].split():
-        rc, _, err = git(user, path, "fetch", "--all", "--quiet", timeout=s["fetch_timeout"])
+        rc, _out, err = git(user, path, "fetch", "--all", "--quiet", timeout=s["fetch_timeout"])
         if rc != 0:
             found["fetch_error"] = "git fetch timed out" if rc == 124 else (err.strip()[-300:] or "git fetch failed")
     try:
@@ -425,9 +427,9 @@ def tree_work(user, path, s):
         return found
     found["files"], found["files_count"] = files[:s["limit"]], len(files)
     head = ["HEAD"] if git(user, path, "rev-parse", "--verify", "-q", "HEAD")[0] == 0 else []
-    rc, out, _ = git(user, path, "rev-list", "--count", *head, "--branches", "--not", "--remotes")
+    rc, out, _err = git(user, path, "rev-list", "--count", *head, "--branches", "--not", "--remotes")
     found["unpushed_commits"] = int(out) if rc == 0 and out.strip() else 0
-    rc, out, _ = git(user, path, "stash", "list")
+    rc, out, _err = git(user, path, "stash", "list")
     found["stashes"] = len(out.splitlines()) if rc == 0 else 0
     return found
 

@@ -99,5 +99,5 @@ def test_the_image_line_names_it_and_what_is_newer():
     assert lines[3] == ("image      Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.12 (Ubuntu 24.04) 20260715 "
                         "(2026-07-15); Image ...: a newer image of its line exists, ...")
     assert "image      ami-1" in lab_status_lines(RUNNING | {"image": {"name": "ami-1", "creation_date": "",
-                                                                         "newer": ""}})
+                                                                       "newer": ""}})
     assert not any(line.startswith("image") for line in lab_status_lines(ABSENT | {"image": {"name": ""}}))

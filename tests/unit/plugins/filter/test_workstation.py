@@ -225,13 +225,13 @@ def test_names(f: ModuleType) -> None:
     assert f.workstation_ip_variable("nlp-2.b") == "NLP_2_B_IP"
     assert f.workstation_ip_variable("2lab") == "_2LAB_IP"
     assert f.workstation_aliases("csdl") == {"ssh": "ssh-csdl", "start": "csdl-start", "stop": "csdl-stop",
-                                            "status": "csdl-status", "jupyter": "csdl-jupyter"}
+                                             "status": "csdl-status", "jupyter": "csdl-jupyter"}
     assert f.workstation_aliases("csdl", kit=True) == {"ssh": "ssh-csdl", "stop": "csdl-stop",
-                                                      "jupyter": "csdl-jupyter"}
+                                                       "jupyter": "csdl-jupyter"}
 
 
 def test_a_checkouts_commands(f: ModuleType) -> None:
-    commands = f.workstation_playbook_commands("/src/gpu lab/", "/work/run", "inventories/csdl",
+    commands = f.workstation_shortcut_commands("/src/gpu lab/", "/work/run", "inventories/csdl",
                                                "/venv/bin/ansible-playbook", ["/ignored"])
     assert commands == {
         action: f"/venv/bin/ansible-playbook -i /work/run/inventories/csdl '/src/gpu lab/{action}.yml'"
@@ -239,7 +239,7 @@ def test_a_checkouts_commands(f: ModuleType) -> None:
 
 
 def test_an_installed_collections_commands(f: ModuleType) -> None:
-    commands = f.workstation_playbook_commands(
+    commands = f.workstation_shortcut_commands(
         "/opt/my cols/ansible_collections/csdl/gpu_lab", "/home/me/course",
         ["inventories/csdl", "/abs/hosts.yml", "~/hosts.yml", "localhost,", "a b"], "/venv/bin/ansible-playbook",
         ["/home/me/.ansible/collections", "/opt/my cols", "/usr/share/ansible/collections"])

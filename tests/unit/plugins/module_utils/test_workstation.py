@@ -47,7 +47,7 @@ def free_port() -> int:
 @pytest.fixture
 def jupyter_port() -> int:
     """A port with nothing on it, and the next three free too (a lab's tunnel moves up)."""
-    for _ in range(50):
+    for _unused in range(50):
         port = free_port()
         if port < 65000 and all(_free(port + n) for n in range(4)):
             return port
@@ -188,7 +188,7 @@ def test_old_tutorial_lines_are_pointed_out(ws: ModuleType, home: Path, jupyter_
 
 
 def test_a_taken_port_moves_the_tunnel_and_the_next_lab_past_it(ws: ModuleType, home: Path, jupyter_port: int,
-                                                                 listener: callable) -> None:
+                                                                listener: callable) -> None:
     listener(jupyter_port)
     first = run(ws, lab(ws, home, port=jupyter_port)).summary
     assert (first["local_port"], first["local_port_changed"]) == (jupyter_port + 1, True)

@@ -9,8 +9,6 @@ is proven, not assumed. tests/integration/test_modules_lab_host.py runs it on th
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -18,21 +16,16 @@ from typing import Any
 
 import boto3
 import pytest
-from ansible.plugins.loader import init_plugin_loader
 from botocore.stub import ANY, Stubber
 
+from tests.unit.collection import load
+
 REPO = Path(__file__).resolve().parents[4]
-COLLECTIONS = REPO / ".ansible" / "collections"
 
 
 @pytest.fixture(scope="module")
 def lab_host() -> ModuleType:
-    if not (COLLECTIONS / "ansible_collections" / "csdl" / "gpu_lab").exists():
-        pytest.skip("the csdl.gpu_lab collection link is missing: run scripts/bootstrap.sh")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # another test module may have set up the loader first
-        init_plugin_loader([str(COLLECTIONS)])
-    return importlib.import_module("ansible_collections.csdl.gpu_lab.plugins.modules.lab_host")
+    return load("modules.lab_host")
 
 
 class FakeRegion:
@@ -248,7 +241,7 @@ def test_a_launch_that_fails_at_the_address_says_what_runs(lab_host: ModuleType,
     monkeypatch.setattr(lab_host.time, "sleep", lambda seconds: None)  # the transient retries' backoff
     region.writes.add_response("run_instances", run_instances_answer(), run_instances_params())
     region.reads.add_response("describe_instances", running("i-0new"), {"InstanceIds": ["i-0new"]})
-    for _ in range(8):  # _call's tries of a transient error
+    for _unused in range(8):  # _call's tries of a transient error
         region.writes.add_client_error("allocate_address", "Unavailable", "Please try again shortly.", 503)
     with pytest.raises(lab_host.LabFailure) as caught:
         lab_host.converge(params(lab_host, **{**NEW_LAB, "key_pair": None, "security_group_id": "sg-1"}), region)

@@ -9,8 +9,6 @@ tests/integration/test_start_capacity.py runs the same on the emulator with inje
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -18,23 +16,18 @@ from typing import Any
 
 import boto3
 import pytest
-from ansible.plugins.loader import init_plugin_loader
 from botocore.stub import Stubber
 
+from tests.unit.collection import load
+
 REPO = Path(__file__).resolve().parents[4]
-COLLECTIONS = REPO / ".ansible" / "collections"
 CAPACITY = "InsufficientInstanceCapacity"
 CANDIDATES = ["g6.xlarge", "g5.xlarge", "g4dn.xlarge"]
 
 
 @pytest.fixture(scope="module")
 def lab_host() -> ModuleType:
-    if not (COLLECTIONS / "ansible_collections" / "csdl" / "gpu_lab").exists():
-        pytest.skip("the csdl.gpu_lab collection link is missing: run scripts/bootstrap.sh")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        init_plugin_loader([str(COLLECTIONS)])
-    return importlib.import_module("ansible_collections.csdl.gpu_lab.plugins.modules.lab_host")
+    return load("modules.lab_host")
 
 
 class FakeRegion:
@@ -126,14 +119,14 @@ def test_no_capacity_for_the_type_changes_it_to_the_next_and_starts(lab_host: Mo
     done = lab_host.converge(params(lab_host), region)
     assert done["instance"]["type"] == "g5.xlarge" and done["started"] is True
     assert [(a["type"], a["outcome"]) for a in done["attempts"]] == [("g6.xlarge", "no capacity"),
-                                                                       ("g5.xlarge", "started")]
+                                                                     ("g5.xlarge", "started")]
     (note,) = done["notes"]
     assert "changed from g6.xlarge to g5.xlarge while stopped" in note
     assert "--instance-type Value=g6.xlarge, then start.yml" in note
 
 
 def test_an_instance_without_the_recorded_type_tag_gets_it_after_the_change(lab_host: ModuleType,
-                                                                          region: FakeRegion) -> None:
+                                                                            region: FakeRegion) -> None:
     start_refused(region)
     change_to(region, "g5.xlarge")
     start_ok(region)
@@ -145,7 +138,7 @@ def test_an_instance_without_the_recorded_type_tag_gets_it_after_the_change(lab_
 
 
 def test_each_refused_fallback_moves_on_and_nothing_fits_puts_the_type_back(lab_host: ModuleType,
-                                                                          region: FakeRegion) -> None:
+                                                                            region: FakeRegion) -> None:
     start_refused(region)
     change_to(region, "g5.xlarge")
     start_refused(region)

@@ -7,8 +7,6 @@ Stubber; tests/integration/test_modules_lab_info.py runs the module against the 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -17,23 +15,18 @@ from typing import Any
 import boto3
 import botocore.exceptions
 import pytest
-from ansible.plugins.loader import init_plugin_loader
 from botocore.stub import Stubber
 
+from tests.unit.collection import load
+
 REPO = Path(__file__).resolve().parents[4]
-COLLECTIONS = REPO / ".ansible" / "collections"
 LIVE = ["pending", "running", "stopping", "stopped"]
 
 
 @pytest.fixture(scope="module")
 def lab_info() -> ModuleType:
     """The module, loaded as Ansible loads it (its module_utils through the collection)."""
-    if not (COLLECTIONS / "ansible_collections" / "csdl" / "gpu_lab").exists():
-        pytest.skip("the csdl.gpu_lab collection link is missing: run scripts/bootstrap.sh")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # another test module may have set up the loader first
-        init_plugin_loader([str(COLLECTIONS)])
-    return importlib.import_module("ansible_collections.csdl.gpu_lab.plugins.modules.lab_info")
+    return load("modules.lab_info")
 
 
 def ec2(region: str = "us-east-1") -> Any:

@@ -73,7 +73,7 @@ def lab_args(home: Path, port: int, **more: Any) -> dict[str, Any]:
 def test_check_mode_writes_nothing_and_diff_shows_the_change(module: ModuleType, capsys: pytest.CaptureFixture[str],
                                                              home: Path, port: int) -> None:
     before = tree(home)
-    result, _ = call(module, capsys, lab_args(home, port), check=True, diff=True)
+    result, _unused = call(module, capsys, lab_args(home, port), check=True, diff=True)
     assert result["changed"] is True
     assert tree(home) == before
     diffs = {d["after_header"]: d for d in result["diff"]}
@@ -87,10 +87,10 @@ def test_check_mode_writes_nothing_and_diff_shows_the_change(module: ModuleType,
 
 def test_a_second_run_is_unchanged(module: ModuleType, capsys: pytest.CaptureFixture[str], home: Path,
                                    port: int) -> None:
-    first, _ = call(module, capsys, lab_args(home, port))
+    first, _unused = call(module, capsys, lab_args(home, port))
     assert first["changed"] is True
     after = tree(home)
-    again, _ = call(module, capsys, lab_args(home, port), diff=True)
+    again, _unused = call(module, capsys, lab_args(home, port), diff=True)
     assert (again["changed"], again["changes"], "diff" in again) == (False, [], False)
     assert tree(home) == after
     assert again["summary"] == first["summary"]
@@ -102,14 +102,14 @@ def test_absent_removes_exactly_what_was_written(module: ModuleType, capsys: pyt
     call(module, capsys, lab_args(home, port))
     with (home / ".bashrc").open("a") as rc:
         rc.write("export MINE=1\n")  # the user's own line, after the block
-    result, _ = call(module, capsys, {"lab": "csdl", "home": str(home), "state": "absent"})
+    result, _unused = call(module, capsys, {"lab": "csdl", "home": str(home), "state": "absent"})
     assert result["changed"] is True
     removed = ["the ssh entry (Host csdl) and the shell shortcuts", "the pinned host key"]
     assert result["summary"] == {"lab": "csdl", "state": "absent", "labs_left": [], "removed": removed}
     assert (home / ".bashrc").read_text() == BASHRC + "export MINE=1\n"
     (home / ".bashrc").write_text(BASHRC)
     assert tree(home) == pristine
-    again, _ = call(module, capsys, {"lab": "csdl", "home": str(home), "state": "absent"})
+    again, _unused = call(module, capsys, {"lab": "csdl", "home": str(home), "state": "absent"})
     assert again["changed"] is False
 
 
@@ -117,7 +117,7 @@ def test_a_file_in_the_way_fails_before_any_write(module: ModuleType, capsys: py
                                                   port: int) -> None:
     (home / ".gpu_lab").write_text("")
     before = tree(home)
-    result, _ = call(module, capsys, lab_args(home, port))
+    result, _unused = call(module, capsys, lab_args(home, port))
     assert result["failed"] is True
     assert result["msg"] == (f"{home}/.gpu_lab is a file, not a directory: move it out of the way"
                              f" (mv {home}/.gpu_lab {home}/.gpu_lab.old) and run again.")

@@ -59,7 +59,7 @@ def test_check_finds_every_good_lab_in_one_call_and_fails_each_bad_one_alone(lau
     run, calls = make_run({"a1": {}, "b2": {"volume_size": "lots"}, "c3": {"instance_type": "m5.xlarge"}},
                           {"csdl.gpu_lab.lab_info": answer})
     parts = launch.check_step(run)
-    assert [name for name, _ in calls] == ["csdl.gpu_lab.lab_info"]
+    assert [name for name, _unused in calls] == ["csdl.gpu_lab.lab_info"]
     assert [entry["lab"] for entry in calls[0][1]["labs"]] == ["a1", "c3"]  # b2 failed offline: not asked
     assert calls[0][1]["labs"][0]["instance_types"] == ["g6.xlarge"]  # a launch's query
     assert parts["b2"]["failed"] and parts["b2"]["msg"].startswith("Volume size 'lots' is not valid")
@@ -90,7 +90,7 @@ def test_the_course_is_read_once_for_the_class(launch, make_run, monkeypatch) ->
     reads: list[tuple[str, str]] = []
     monkeypatch.setattr(local, "read_course", lambda repo, branch, timeout: reads.append((repo, branch)) or (2, ""))
     course = {"gpu_lab_course_repo": "https://example.org/c.git", "gpu_lab_course_branch": "spring"}
-    run, _ = make_run({"a1": course, "b2": course}, {})
+    run, _unused = make_run({"a1": course, "b2": course}, {})
     parts = launch.check_step(run)
     assert reads == [("https://example.org/c.git", "spring")]
     assert parts["b2"]["msg"].startswith("Course repository https://example.org/c.git has no branch 'spring'")
@@ -100,12 +100,12 @@ def test_this_machine_address_is_asked_once_and_only_when_needed(launch, make_ru
     asked: list[str] = []
     monkeypatch.setattr(launch, "ask_address", lambda url: asked.append(url) or launch.IpCheck(content="203.0.113.9\n"))
     answer = {"labs": {"a1": found_of(), "b2": found_of()}}
-    run, _ = make_run({"a1": {"ssh_cidr": ""}, "b2": {"ssh_cidr": ""}}, {"csdl.gpu_lab.lab_info": answer})
+    run, _unused = make_run({"a1": {"ssh_cidr": ""}, "b2": {"ssh_cidr": ""}}, {"csdl.gpu_lab.lab_info": answer})
     parts = launch.check_step(run)
     assert asked == ["https://checkip.amazonaws.com"]
     assert parts["a1"]["cidrs"] == parts["b2"]["cidrs"] == ["203.0.113.9/32"]
     asked.clear()
-    run, _ = make_run({"a1": {}}, {"csdl.gpu_lab.lab_info": {"labs": {"a1": found_of()}}})
+    run, _unused = make_run({"a1": {}}, {"csdl.gpu_lab.lab_info": {"labs": {"a1": found_of()}}})
     launch.check_step(run)
     assert asked == []
 
@@ -120,7 +120,7 @@ def test_the_address_check_answer(launch, tmp_path: Path) -> None:
 
 
 def test_aws_not_read_fails_every_lab_with_its_message(launch, make_run) -> None:
-    run, _ = make_run({"a1": {}, "b2": {}}, {"csdl.gpu_lab.lab_info": {"failed": True, "msg": "No working AWS."}})
+    run, _unused = make_run({"a1": {}, "b2": {}}, {"csdl.gpu_lab.lab_info": {"failed": True, "msg": "No working AWS."}})
     parts = launch.check_step(run)
     assert parts["a1"] == parts["b2"] == {"failed": True, "changed": False, "msg": "No working AWS."}
 
@@ -144,7 +144,7 @@ def test_launch_makes_keys_once_calls_lab_host_once_and_records(launch, make_run
                           {"csdl.gpu_lab.lab_host": answer},
                           options={"checked": {"a1": checked(), "b2": checked(), "c3": running}})
     parts = launch.launch_step(run)
-    assert [name for name, _ in calls] == ["csdl.gpu_lab.lab_host"]
+    assert [name for name, _unused in calls] == ["csdl.gpu_lab.lab_host"]
     specs = calls[0][1]["labs"]
     assert [s["lab"] for s in specs] == ["a1", "b2"]  # c3 runs at its address already
     public = Path(admin).with_suffix(".pem")

@@ -67,7 +67,7 @@ def test_stopped_or_away_from_its_address_is_started_in_one_call(plugin, tmp_pat
                           answer, ec2_gpu_host_instance_timeout=321, ec2_gpu_host_instance_type="g6.xlarge",
                           ec2_gpu_host_fallback_instance_types=["g5.xlarge", "g4dn.xlarge"])
     parts = plugin("plugin_utils.lab_lifecycle").start_step(run)
-    assert [name for name, _ in calls] == ["csdl.gpu_lab.lab_host"]
+    assert [name for name, _unused in calls] == ["csdl.gpu_lab.lab_host"]
     args = calls[0][1]
     assert args["state"] == "present"
     # A start without capacity: 5 minutes of tries, then the lab's other candidate types.
@@ -109,9 +109,9 @@ def test_one_labs_failure_is_its_own(plugin, tmp_path: Path) -> None:
 
 
 def test_a_call_that_fails_as_a_whole_fails_every_lab_of_it(plugin, tmp_path: Path) -> None:
-    run, _ = make_run(plugin, tmp_path, {"a1": {"instance": {"id": "i-a", "state": "stopped"}},
-                                         "b2": {"instance": {"id": "i-b", "state": "stopped"}}},
-                      {"failed": True, "msg": "UnauthorizedOperation"})
+    run, _unused = make_run(plugin, tmp_path, {"a1": {"instance": {"id": "i-a", "state": "stopped"}},
+                                               "b2": {"instance": {"id": "i-b", "state": "stopped"}}},
+                            {"failed": True, "msg": "UnauthorizedOperation"})
     parts = plugin("plugin_utils.lab_lifecycle").start_step(run)
     for host in ("a1", "b2"):
         assert (parts[host]["failed"], parts[host]["changed"], parts[host]["msg"]) == (
@@ -120,15 +120,15 @@ def test_a_call_that_fails_as_a_whole_fails_every_lab_of_it(plugin, tmp_path: Pa
 
 
 def test_a_lab_without_an_answer_fails(plugin, tmp_path: Path) -> None:
-    run, _ = make_run(plugin, tmp_path, {"a1": {"instance": {"id": "i-a", "state": "stopped"}}}, {"labs": {}})
+    run, _unused = make_run(plugin, tmp_path, {"a1": {"instance": {"id": "i-a", "state": "stopped"}}}, {"labs": {}})
     assert plugin("plugin_utils.lab_lifecycle").start_step(run)["a1"]["msg"] == "Lab a1 got no answer."
 
 
 def test_check_mode_says_what_would_start(plugin, tmp_path: Path) -> None:
     answer = {"labs": {"a1": {"changed": True, "instance": {"id": "i-a", "state": "stopped"}, "address": {},
                               "planned": ["start i-a"]}}}
-    run, _ = make_run(plugin, tmp_path, {"a1": {"instance": {"id": "i-a", "state": "stopped"}}}, answer,
-                      check_mode=True)
+    run, _unused = make_run(plugin, tmp_path, {"a1": {"instance": {"id": "i-a", "state": "stopped"}}}, answer,
+                            check_mode=True)
     part = plugin("plugin_utils.lab_lifecycle").start_step(run)["a1"]
     assert part["check_note"] == "Check mode: lab a1 would start i-a."
     assert part["lab"]["ssh_ready"] is False
@@ -136,10 +136,10 @@ def test_check_mode_says_what_would_start(plugin, tmp_path: Path) -> None:
 
 def test_no_check_note_outside_check_mode_or_without_a_plan(plugin, tmp_path: Path) -> None:
     answer = {"labs": {"a1": {"changed": True, "planned": ["start i-a"]}}}
-    run, _ = make_run(plugin, tmp_path, {"a1": {"instance": {"id": "i-a", "state": "stopped"}}}, answer)
+    run, _unused = make_run(plugin, tmp_path, {"a1": {"instance": {"id": "i-a", "state": "stopped"}}}, answer)
     assert plugin("plugin_utils.lab_lifecycle").start_step(run)["a1"]["check_note"] == ""
-    run, _ = make_run(plugin, tmp_path, {"a1": {"instance": {"id": "i-a", "state": "stopped"}}},
-                      {"labs": {"a1": {"changed": False, "planned": []}}}, check_mode=True)
+    run, _unused = make_run(plugin, tmp_path, {"a1": {"instance": {"id": "i-a", "state": "stopped"}}},
+                            {"labs": {"a1": {"changed": False, "planned": []}}}, check_mode=True)
     assert plugin("plugin_utils.lab_lifecycle").start_step(run)["a1"]["check_note"] == ""
 
 
@@ -147,8 +147,8 @@ def test_check_mode_does_not_make_a_stopped_lab_ssh_ready(plugin, tmp_path: Path
     answer = {"labs": {"a1": {"changed": True, "instance": {"id": "i-a", "state": "stopped"},
                               "address": {"public_ip": "127.0.0.9", "allocation_id": "eipalloc-1"},
                               "planned": ["start i-a"]}}}
-    run, _ = make_run(plugin, tmp_path, {"a1": {"instance": {"id": "i-a", "state": "stopped"},
-                                                "addresses": [ADDRESS]}}, answer, check_mode=True)
+    run, _unused = make_run(plugin, tmp_path, {"a1": {"instance": {"id": "i-a", "state": "stopped"},
+                                                      "addresses": [ADDRESS]}}, answer, check_mode=True)
     assert plugin("plugin_utils.lab_lifecycle").start_step(run)["a1"]["lab"]["ssh_ready"] is False
 
 
@@ -355,14 +355,14 @@ def test_a_lab_is_confirmed_by_its_name(plugin, tmp_path: Path) -> None:
         "shortcuts for it. Type the lab name to confirm")
     assert part["refused"] == ("Teardown not confirmed: type the lab name at the prompt, or pass "
                                "-e gpu_lab_confirm_teardown=a1 in scripts.")
-    run, _ = make_run(plugin, tmp_path, {"a1": EVERYTHING}, ec2_gpu_host_teardown_confirm="a1")
+    run, _unused = make_run(plugin, tmp_path, {"a1": EVERYTHING}, ec2_gpu_host_teardown_confirm="a1")
     assert lifecycle.confirm_teardown_step(run)["a1"]["confirmed"] is True
-    run, _ = make_run(plugin, tmp_path, {"a1": EVERYTHING}, ec2_gpu_host_teardown_confirm="A1")
+    run, _unused = make_run(plugin, tmp_path, {"a1": EVERYTHING}, ec2_gpu_host_teardown_confirm="A1")
     assert lifecycle.confirm_teardown_step(run)["a1"]["confirmed"] is False
 
 
 def test_a_lab_with_nothing_left_needs_no_confirmation(plugin, tmp_path: Path) -> None:
-    run, _ = make_run(plugin, tmp_path, {"a1": {}})
+    run, _unused = make_run(plugin, tmp_path, {"a1": {}})
     part = plugin("plugin_utils.lab_lifecycle").confirm_teardown_step(run)["a1"]
     assert part["existing"] == [] and part["confirmed"] is True
     (tmp_path / "a1.pem").write_text("KEY")  # its key file is something left
@@ -373,7 +373,7 @@ def test_a_class_lab_is_confirmed_by_the_class_name_only(plugin, tmp_path: Path)
     lifecycle = plugin("plugin_utils.lab_lifecycle")
     found = {"cs1-ada": EVERYTHING, "cs1-bob": {}}
     for given in ("", "cs1-ada", "cs1-bob"):
-        run, _ = make_run(plugin, tmp_path, found, gpu_lab_class="cs1", ec2_gpu_host_teardown_confirm=given)
+        run, _unused = make_run(plugin, tmp_path, found, gpu_lab_class="cs1", ec2_gpu_host_teardown_confirm=given)
         parts = lifecycle.confirm_teardown_step(run)
         assert [p["confirmed"] for p in parts.values()] == [False, False], given  # even with nothing left
     part = parts["cs1-ada"]
@@ -383,7 +383,7 @@ def test_a_class_lab_is_confirmed_by_the_class_name_only(plugin, tmp_path: Path)
     assert parts["cs1-bob"]["prompt"] == part["prompt"]
     assert part["refused"] == ("Teardown not confirmed: type the class name at the prompt, or pass "
                                "-e gpu_lab_confirm_teardown=cs1 in scripts.")
-    run, _ = make_run(plugin, tmp_path, found, gpu_lab_class="cs1", ec2_gpu_host_teardown_confirm="cs1")
+    run, _unused = make_run(plugin, tmp_path, found, gpu_lab_class="cs1", ec2_gpu_host_teardown_confirm="cs1")
     assert all(p["confirmed"] for p in lifecycle.confirm_teardown_step(run).values())
 
 
@@ -422,7 +422,7 @@ def test_teardown_removes_what_find_found_in_one_call(plugin, tmp_path: Path) ->
     key_file = tmp_path / "a1.pem"
     key_file.write_text("KEY")
     parts = plugin("plugin_utils.lab_lifecycle").teardown_step(run)
-    assert [name for name, _ in calls] == ["csdl.gpu_lab.lab_host"]
+    assert [name for name, _unused in calls] == ["csdl.gpu_lab.lab_host"]
     assert calls[0][1]["state"] == "absent"
     assert calls[0][1]["labs"] == [
         {"lab": "a1", "region": REGION, "addresses": found["addresses"], "instances": found["instances"],
@@ -451,8 +451,8 @@ def test_left_overs_are_removed_only_when_asked(plugin, tmp_path: Path) -> None:
 def test_a_key_the_user_brought_is_kept(plugin, tmp_path: Path) -> None:
     key_file = tmp_path / "a1.pem"
     key_file.write_text("KEY")
-    run, _ = make_run(plugin, tmp_path, {"a1": {}}, {"labs": {"a1": {"changed": False, "removed": NOTHING}}},
-                      ec2_gpu_host_key_pair_public_key="ssh-ed25519 AAAA")
+    run, _unused = make_run(plugin, tmp_path, {"a1": {}}, {"labs": {"a1": {"changed": False, "removed": NOTHING}}},
+                            ec2_gpu_host_key_pair_public_key="ssh-ed25519 AAAA")
     part = plugin("plugin_utils.lab_lifecycle").teardown_step(run)["a1"]
     assert key_file.exists()
     assert part["changed"] is False and part["message"] == "Lab a1: nothing was left to remove."
@@ -463,7 +463,7 @@ def test_check_mode_says_what_would_go_and_deletes_nothing(plugin, tmp_path: Pat
     key_file.write_text("KEY")
     answer = {"labs": {"a1": {"changed": True, "removed": NOTHING,
                               "planned": ["release 127.0.0.9", "terminate i-a"]}}}
-    run, _ = make_run(plugin, tmp_path, {"a1": EVERYTHING}, answer, check_mode=True)
+    run, _unused = make_run(plugin, tmp_path, {"a1": EVERYTHING}, answer, check_mode=True)
     part = plugin("plugin_utils.lab_lifecycle").teardown_step(run)["a1"]
     assert key_file.exists()
     assert part["planned"] == ["release 127.0.0.9", "terminate i-a", f"delete {key_file}"]
@@ -472,8 +472,8 @@ def test_check_mode_says_what_would_go_and_deletes_nothing(plugin, tmp_path: Pat
 
 
 def test_check_mode_with_nothing_left(plugin, tmp_path: Path) -> None:
-    run, _ = make_run(plugin, tmp_path, {"a1": {}}, {"labs": {"a1": {"changed": False, "planned": []}}},
-                      check_mode=True)
+    run, _unused = make_run(plugin, tmp_path, {"a1": {}}, {"labs": {"a1": {"changed": False, "planned": []}}},
+                            check_mode=True)
     part = plugin("plugin_utils.lab_lifecycle").teardown_step(run)["a1"]
     assert part["message"] == "Check mode: lab a1 would remove nothing: nothing is left."
     assert part["changed"] is False and part["planned"] == []
@@ -486,7 +486,7 @@ def test_a_failed_removal_keeps_the_key_and_says_what_went(plugin, tmp_path: Pat
     answer = {"labs": {"a1": {"failed": True, "changed": True, "msg": "i-a did not terminate within 600 s.",
                               "removed": gone},
                        "b2": {"changed": True, "removed": REMOVED | {"key_pair": "b2-server"}}}}
-    run, _ = make_run(plugin, tmp_path, {"a1": EVERYTHING, "b2": EVERYTHING}, answer)
+    run, _unused = make_run(plugin, tmp_path, {"a1": EVERYTHING, "b2": EVERYTHING}, answer)
     parts = plugin("plugin_utils.lab_lifecycle").teardown_step(run)
     assert key_file.exists()
     assert parts["a1"] == {
@@ -512,7 +512,7 @@ def test_removal_message(plugin, tmp_path: Path) -> None:
 def test_a_lab_with_only_its_key_file_left_changes(plugin, tmp_path: Path) -> None:
     key_file = tmp_path / "a1.pem"
     key_file.write_text("KEY")
-    run, _ = make_run(plugin, tmp_path, {"a1": {}}, {"labs": {"a1": {"changed": False, "removed": NOTHING}}})
+    run, _unused = make_run(plugin, tmp_path, {"a1": {}}, {"labs": {"a1": {"changed": False, "removed": NOTHING}}})
     part = plugin("plugin_utils.lab_lifecycle").teardown_step(run)["a1"]
     assert not key_file.exists()
     assert part["changed"] is True and part["message"] == f"Lab a1: removed {key_file}."

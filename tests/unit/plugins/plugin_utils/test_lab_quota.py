@@ -93,7 +93,7 @@ def test_what_runs_already_counts_for_the_class(q) -> None:
 
 def test_unknown_quota_or_vcpus_is_left_to_run_instances(q) -> None:
     fits = q.decide(region(q, {G: None}), [q.Want("a", [("g6.xlarge", 4)]), q.Want("b", [("mac1.metal", 12)]),
-                                          q.Want("c", [("g9.nothing", 0)])])
+                                           q.Want("c", [("g9.nothing", 0)])])
     assert all(f.fits and not f.skipped for f in fits.values())
 
 
@@ -154,7 +154,7 @@ def make_run(plugin, tmp_path, labs: dict, answers: dict, warnings: list):
 
 def test_the_check_step_fits_a_class_in_play_order_and_asks_once(plugin, tmp_path) -> None:
     launch = plugin("plugin_utils.lab_launch")
-    quota = {"values": {G: 8.0}, "running_vcpus": {}, "unavailable": ""}
+    quota = {"applied": {G: 8.0}, "running_vcpus": {}, "unavailable": ""}
     labs = {f"s{n}": {"request_quota": "true"} for n in range(1, 5)}
     answers = {"csdl.gpu_lab.lab_info": {"labs": {h: found_of(quota, "g6.xlarge") for h in labs}},
                "csdl.gpu_lab.lab_quota_request": {"requests": [
@@ -168,7 +168,7 @@ def test_the_check_step_fits_a_class_in_play_order_and_asks_once(plugin, tmp_pat
     assert [h for h, p in parts.items() if not p["failed"]] == ["s1", "s2"]
     assert parts["s1"]["candidates"] == ["g6.xlarge"]
     # One request for the class: room for all four.
-    assert [name for name, _ in calls] == ["csdl.gpu_lab.lab_info", "csdl.gpu_lab.lab_quota_request"]
+    assert [name for name, _unused in calls] == ["csdl.gpu_lab.lab_info", "csdl.gpu_lab.lab_quota_request"]
     assert calls[1][1] == {"requests": [{"region": "us-east-1", "quota_code": G, "desired_value": 16}]}
     assert parts["s3"]["msg"].endswith("request r-1, status PENDING. Run launch.yml again once AWS approved it.")
     assert "is 8 vCPUs with 8 in use" in parts["s4"]["msg"] and not warnings
@@ -176,7 +176,7 @@ def test_the_check_step_fits_a_class_in_play_order_and_asks_once(plugin, tmp_pat
 
 def test_the_check_step_asks_nothing_unasked_and_warns_once_when_unreadable(plugin, tmp_path) -> None:
     launch = plugin("plugin_utils.lab_launch")
-    unreadable = {"values": {G: None}, "running_vcpus": {}, "unavailable": "AccessDeniedException"}
+    unreadable = {"applied": {G: None}, "running_vcpus": {}, "unavailable": "AccessDeniedException"}
     labs = {"la": {}, "lb": {}}
     answers = {"csdl.gpu_lab.lab_info": {"labs": {h: found_of(unreadable, "g6.xlarge") for h in labs}}}
     warnings: list = []
@@ -185,11 +185,11 @@ def test_the_check_step_asks_nothing_unasked_and_warns_once_when_unreadable(plug
     assert not any(p["failed"] for p in parts.values()), parts
     assert len(warnings) == 1 and "AccessDeniedException" in warnings[0]
     for found in answers["csdl.gpu_lab.lab_info"]["labs"].values():
-        found["quota"] = {"values": {G: 0.0}, "running_vcpus": {}, "unavailable": ""}
+        found["quota"] = {"applied": {G: 0.0}, "running_vcpus": {}, "unavailable": ""}
     run, calls = make_run(plugin, tmp_path, labs, answers, warnings)
     parts = launch.check_step(run)
     assert all(p["failed"] for p in parts.values())
-    assert [name for name, _ in calls] == ["csdl.gpu_lab.lab_info"]  # gpu_lab_request_quota is false
+    assert [name for name, _unused in calls] == ["csdl.gpu_lab.lab_info"]  # gpu_lab_request_quota is false
 
 
 def test_skipped_candidates_are_left_out_and_said(plugin, tmp_path) -> None:
@@ -200,8 +200,8 @@ def test_skipped_candidates_are_left_out_and_said(plugin, tmp_path) -> None:
            "attempts": [{"type": "g4dn.xlarge", "zone": "us-east-1a", "outcome": "launched", "code": ""}]}
     with_quota = spec.with_quota(checked, ran)
     assert [a["outcome"] for a in with_quota["attempts"]] == ["quota", "launched"]
-    run, _ = make_run(plugin, tmp_path, {"la": {"fallback_instance_types": ["g4dn.xlarge"],
-                                                "instance_type": "g5.2xlarge"}}, {}, [])
+    run, _unused = make_run(plugin, tmp_path, {"la": {"fallback_instance_types": ["g4dn.xlarge"],
+                                                      "instance_type": "g5.2xlarge"}}, {}, [])
     lab = run.labs["la"]
     assert spec.launch_note(lab, {}, with_quota) == ("Launched g4dn.xlarge in us-east-1a, after g5.2xlarge in no "
                                                      "zone: quota.")

@@ -51,7 +51,7 @@ def test_a_lab_is_found_where_this_machine_recorded_it(plugin, tmp_path: Path) -
 
 
 def test_aws_that_cannot_be_read_fails_every_lab_with_its_sentence(plugin, tmp_path: Path) -> None:
-    run, _ = make_run(plugin, tmp_path, {}, {"failed": True, "msg": "AWS said no."})
+    run, _unused = make_run(plugin, tmp_path, {}, {"failed": True, "msg": "AWS said no."})
     parts = plugin("plugin_utils.lab_run").find_step(run)
     assert {host: (p["failed"], p["msg"]) for host, p in parts.items()} == {
         "a1": (True, "AWS said no."), "b2": (True, "AWS said no.")}

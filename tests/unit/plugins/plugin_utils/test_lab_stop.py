@@ -48,9 +48,9 @@ def test_nothing_to_stop_makes_no_call(plugin, tmp_path: Path) -> None:
 
 def test_a_lab_that_could_not_be_stopped_fails_alone(plugin, tmp_path: Path) -> None:
     running = {"a1": {"id": "i-a", "state": "running"}, "b2": {"id": "i-b", "state": "running"}}
-    run, _ = make_run(plugin, tmp_path, running,
-                      {"labs": {"a1": {"failed": True, "msg": "Not stopped after 600 s: i-a (stopping)."},
-                                "b2": {"changed": True, "instance": {"id": "i-b", "state": "stopped"}}}})
+    run, _unused = make_run(plugin, tmp_path, running,
+                            {"labs": {"a1": {"failed": True, "msg": "Not stopped after 600 s: i-a (stopping)."},
+                                      "b2": {"changed": True, "instance": {"id": "i-b", "state": "stopped"}}}})
     parts = plugin("plugin_utils.lab_stop").stop_step(run)
     assert parts["a1"] == {"failed": True, "changed": False, "msg": "Not stopped after 600 s: i-a (stopping)."}
     assert parts["b2"]["changed"] and not parts["b2"]["failed"]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from local_cloud import pricing
+import pytest
+
+pricing = pytest.importorskip("local_cloud.pricing", reason="no local_cloud/: the emulator is not built in")
 
 EC2 = {"ServiceCode": "AmazonEC2", "FormatVersion": "aws_v1"}
 
