@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from local_cloud import quotas
+from local_cloud import quotas, spot
 
 if TYPE_CHECKING:
     from moto.ec2.models.instances import Instance, InstanceBackend, InstanceState
@@ -134,15 +134,18 @@ def install() -> None:
         check_architecture(self, image_id, kwargs)
         with _QUOTA_LOCK:  # the check and the launch as one, as EC2 counts them
             instance_type, _ = _launched_type_and_image(self, image_id, kwargs)
-            quotas.check_vcpus(self, [instance_type or "m1.small"] * int(count))
+            quotas.check_vcpus(self, [instance_type or "m1.small"] * int(count),
+                               spot=spot.market_options().get("MarketType") == "spot")
             return moto_run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
 
     moto_start_instances = InstanceBackend.start_instances
 
     def start_instances(self: InstanceBackend, instance_ids: list[str]) -> Any:
         with _QUOTA_LOCK:
-            starting = [self.get_instance(i) for i in instance_ids]
-            quotas.check_vcpus(self, [i.instance_type for i in starting if i.state not in _ALREADY_STARTED])
+            starting = [i for i in map(self.get_instance, instance_ids) if i.state not in _ALREADY_STARTED]
+            for in_spot in (False, True):  # each market against its own quota
+                quotas.check_vcpus(self, [i.instance_type for i in starting
+                                          if (getattr(i, "lifecycle", None) == "spot") == in_spot], spot=in_spot)
             return moto_start_instances(self, instance_ids)
 
     moto_modify_instance_attribute = InstanceBackend.modify_instance_attribute

@@ -32,14 +32,16 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from local_cloud import aws_rules
+from local_cloud import aws_rules, images
 from local_cloud import quotas as quotas_module
+from local_cloud import spot as spot_module
 from local_cloud.faults import PATH as FAULTS_PATH
 from local_cloud.faults import FaultInjector, handle_http
 from local_cloud.idempotency import RunInstancesTokens
 from local_cloud.pricing import PriceListAPI
 from local_cloud.quotas import TARGET_PREFIX as QUOTAS_TARGET
 from local_cloud.quotas import QuotaState
+from local_cloud.spot import SpotState
 
 ACCOUNT_ID = "123456789012"
 AMAZON_OWNER_ID = "898082745236"  # the account that publishes the Deep Learning AMIs
@@ -348,6 +350,9 @@ class Emulator:
         # EC2's vCPU quotas, a course account's (local_cloud/quotas.py); EC2 enforces them (aws_rules.py).
         self.quotas = QuotaState(course=True)
         self.interceptors.append(self.quotas)
+        # Spot requests, interruptions and notices moto lacks (local_cloud/spot.py).
+        self.spot = SpotState()
+        self.interceptors.append(self.spot)
         self.run_tokens = RunInstancesTokens()  # moto ignores RunInstances' ClientToken
         self._port = port
         self._server: BaseWSGIServer | None = None
@@ -377,6 +382,8 @@ class Emulator:
         _settle_shared_transformers()
         aws_rules.install()
         quotas_module.ACTIVE = self.quotas
+        spot_module.ACTIVE = self.spot  # its patches of moto come with the first spot call (spot.install)
+        images.install()  # CreateImage as EC2 does it (local_cloud/images.py)
         app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server(
             "127.0.0.1", self._port, self._wrap(app), threaded=True, request_handler=_QuietHandler
@@ -408,6 +415,7 @@ class Emulator:
         self.run_tokens.reset()
         self.faults.clear()
         self.quotas.reset(course=True)
+        self.spot.reset()
         self.seed()
 
     def _zone_of_subnet(self, region: str | None, subnet_id: str) -> str | None:

@@ -55,9 +55,13 @@ QUOTAS: dict[str, tuple[str, str, float]] = {
     "L-1945791B": ("Running On-Demand Inf instances", "Inf/OnDemand", 0.0),
     "L-2C3B7624": ("Running On-Demand Trn instances", "Trn/OnDemand", 0.0),
     "L-6E869C2A": ("Running On-Demand DL instances", "DL/OnDemand", 0.0),
+    # Spot: a request's vCPUs count whether it runs or waits (local_cloud/spot.py has the codes by group).
+    "L-34B43A08": ("All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests", "Standard/Spot", 5.0),
+    "L-3819A6DF": ("All G and VT Spot Instance Requests", "G/Spot", 0.0),
+    "L-7212CCBC": ("All P Spot Instance Requests", "P/Spot", 0.0),
 }
 # The course account's approved increases.
-COURSE = {"L-DB2E81BA": 1024.0, "L-417A185B": 64.0}
+COURSE = {"L-DB2E81BA": 1024.0, "L-417A185B": 64.0, "L-3819A6DF": 1024.0}
 _FAMILIES = {
     **dict.fromkeys(("a", "c", "d", "h", "i", "im", "is", "m", "r", "t", "z"), "L-1216C47A"),
     **dict.fromkeys(("g", "gr", "vt"), "L-DB2E81BA"),
@@ -310,9 +314,18 @@ def type_vcpus(instance_type: str) -> int:
     return int(INSTANCE_TYPES.get(instance_type, {}).get("VCpuInfo", {}).get("DefaultVCpus", 0))
 
 
-def check_vcpus(backend: Any, adding: list[str]) -> None:
-    """Raises EC2's VcpuLimitExceeded when the instances ``adding`` (their types) would take a
-    group of the backend's region over its quota, counting what is pending or running there."""
+def market_code(instance_type: str, spot: bool) -> str:
+    """The on-demand quota of the type's group, or its spot quota."""
+    from local_cloud.spot import SPOT_QUOTA_OF
+
+    code = quota_code(instance_type)
+    return SPOT_QUOTA_OF.get(code, "") if spot else code
+
+
+def check_vcpus(backend: Any, adding: list[str], spot: bool = False) -> None:
+    """Raises EC2's VcpuLimitExceeded when the instances ``adding`` (their types; Spot Instances
+    when ``spot``) would take a group of the backend's region over its on-demand or spot quota,
+    counting what is pending or running there in the same market."""
     state = ACTIVE
     if state is None or not adding:
         return
@@ -320,7 +333,7 @@ def check_vcpus(backend: Any, adding: list[str]) -> None:
 
     needed: dict[str, int] = {}
     for instance_type in adding:
-        code = quota_code(instance_type)
+        code = market_code(instance_type, spot)
         if code:
             needed[code] = needed.get(code, 0) + type_vcpus(instance_type)
     if not needed:
@@ -328,7 +341,7 @@ def check_vcpus(backend: Any, adding: list[str]) -> None:
     running: dict[str, int] = {}
     for instance in backend.all_instances():
         if instance.state in ("pending", "running"):
-            code = quota_code(instance.instance_type)
+            code = market_code(instance.instance_type, getattr(instance, "lifecycle", None) == "spot")
             running[code] = running.get(code, 0) + type_vcpus(instance.instance_type)
     for code, vcpus in needed.items():
         limit = state.value(backend.region_name, code)

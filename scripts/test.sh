@@ -161,17 +161,19 @@ main() {
   local hosts_tests=(tests/integration/test_autostop_flow.py tests/integration/test_whole_flow.py
                      tests/integration/test_idle_autostop.py tests/integration/test_standin.py
                      tests/integration/test_secrets.py tests/integration/test_class.py
-                     tests/integration/test_guard_host.py tests/integration/test_demo.py)
+                     tests/integration/test_guard_host.py tests/integration/test_demo.py
+                     tests/integration/test_spot_notice.py)
   # The AWS flows on the emulator (many playbook runs, no stand-in host): a run of their own,
   # so the playbooks' CPU work spreads over both cores once molecule is done.
   local flows_tests=(tests/integration/test_off_path.py tests/integration/test_bad_input.py
                      tests/integration/test_modules_lab_host.py tests/integration/test_modules_lab_info.py
                      tests/integration/test_throttling.py tests/integration/test_workstation_shortcuts.py
-                     tests/integration/test_workstation_in_the_way.py tests/integration/test_capacity.py)
+                     tests/integration/test_workstation_in_the_way.py tests/integration/test_capacity.py
+                     tests/integration/test_spot.py)
   # Started when molecule has ended (its run is the shortest): long tests that would otherwise
   # keep "the rest" running alone at the end, on a machine with a core to spare by then.
   local late_tests=(tests/integration/test_key_recovery.py tests/integration/test_dlami.py
-                    tests/integration/test_start_capacity.py)
+                    tests/integration/test_start_capacity.py tests/integration/test_shelve.py)
   local scenarios=(molecule/*/molecule.yml)
   molecule_scenarios=${#scenarios[@]}
   # count, not %: a test count is the progress line's "done" figure.

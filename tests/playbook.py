@@ -74,3 +74,17 @@ def changed_tasks(output: str) -> list[str]:
         elif line.startswith("changed:"):
             found.append(f"{task}: {line}")
     return found
+
+
+def flat(result: subprocess.CompletedProcess[str]) -> str:
+    """stdout and stderr with every run of whitespace one space (Ansible wraps long lines)."""
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def succeeded(result: subprocess.CompletedProcess[str], changed: int | None = None) -> str:
+    """The run's flat output, after asserting it exited 0 (and, given, localhost's changed count)."""
+    out = flat(result)
+    assert result.returncode == 0, out[-3000:]
+    if changed is not None:
+        assert recap(result.stdout)["changed"] == changed, out[-3000:]
+    return out

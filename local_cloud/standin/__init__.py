@@ -7,6 +7,7 @@ instance, reachable over SSH at the instance's Elastic IP (a 127.x.y.z address).
 * ``host``: ``StandIn``, one container's life (boot, power off, destroy);
 * ``controller``: ``HostController``, which ties stand-ins to moto's instances;
 * ``cloudinit``: the part of EC2 user data emulated (cloud-config ``ssh_authorized_keys``);
+* ``disks``: a stand-in's disk copied into an image (CreateImage) and out of it (RunInstances);
 * ``cleanup``: owner records, ``cleanup_stale`` and ``reap_orphans`` (after a crash);
 * ``system``: running commands, mounts, file locks.
 

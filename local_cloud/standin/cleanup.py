@@ -5,10 +5,15 @@ Each state dir in use has an owner record, ``/run/gpu_lab/owners/<tag>.json``: t
 the state dir, and the Elastic IPs it blocked (routes that belong to no veth). With it:
 
 * ``cleanup_stale(state_dir)`` removes what a dead owner of that state dir left:
-  processes, mounts, namespaces, veths, routes, cgroups, disks;
+  processes, mounts, namespaces, veths, routes, cgroups, disks (the instances' and the
+  images', disks.py);
 * ``reap_orphans()`` does so for every state dir whose owner died, which matters for
   pytest: each run has a new tmp state dir, so the next run's ``cleanup_stale`` of its
   own dir would never see a killed run's hosts.
+
+The instance metadata (local_cloud/imds.py) leaves nothing of its own to remove: its listeners
+live in the controller's process, and its DNAT rule inside each stand-in's namespace goes with
+the namespace.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from local_cloud.standin import cgroups, net
+from local_cloud.standin import cgroups, disks, net
 from local_cloud.standin.host import state_tag
 from local_cloud.standin.system import RUN_DIR, mounts_under, unmount
 
@@ -101,6 +106,8 @@ def cleanup_stale(state_dir: Path) -> None:
         for meta_file in state_dir.glob("*/meta.json"):
             if not mounts_under(meta_file.parent):
                 shutil.rmtree(meta_file.parent, ignore_errors=True)
+        if not mounts_under(disks.store(state_dir)):
+            disks.forget_all(state_dir)  # images' disks: the images went with the emulator
     _record_path(state_dir).unlink(missing_ok=True)
     net.release_shared()
 

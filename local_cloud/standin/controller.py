@@ -12,6 +12,11 @@ outside as it would on EC2:
   instance becomes ``stopped`` (or ``terminated`` if its shutdown behaviour says so),
   as EC2 does for an instance-initiated shutdown;
 * RebootInstances: the guest reboots (moto only answers the call);
+* CreateImage: the image holds a copy of the instance's disk (stopped, or as it is when it
+  runs: NoReboot), and an instance launched from the image starts with a copy of that disk;
+  DeregisterImage deletes it (disks.py);
+* the instance metadata (IMDSv2) at 169.254.169.254 inside the guest, for its own instance,
+  spot interruption notices included (local_cloud/imds.py);
 * an EIP that moves or is disassociated: its route follows or goes (an allocated EIP
   that reaches no instance answers "No route to host").
 
@@ -27,6 +32,7 @@ emulator must run in this process (``Emulator.start``).
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -38,7 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from local_cloud.emulator import ACCOUNT_ID
-from local_cloud.standin import cloudinit, image, net
+from local_cloud.imds import ImdsService, emulator_metadata
+from local_cloud.standin import cloudinit, disks, image, net
 from local_cloud.standin.cleanup import claim, cleanup_stale, reap_orphans, record_blocked
 from local_cloud.standin.host import StandIn, ssh_answers
 
@@ -61,6 +68,7 @@ class Observed:
     shutdown_behavior: str
     tags: dict[str, str] = field(default_factory=dict)
     user_data: str | None = None  # decoded (see cloudinit.user_data_text)
+    image_id: str = ""
 
 
 Want = Callable[[Observed], bool]
@@ -98,10 +106,13 @@ class HostController:
         self._said: set[str] = set()
         self._reboots: set[str] = set()  # RebootInstances seen, not yet acted on
         self._reboots_lock = threading.Lock()
+        self._images_seen: set[str] = set()  # every image looked at (all regions)
+        self._captures: dict[str, str] = {}  # image id -> instance whose disk it waits for (off first)
         self._base: Path | None = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.imds = ImdsService()  # each stand-in's metadata listener, from creation to destruction
 
     @property
     def share_dir(self) -> Path:
@@ -142,6 +153,10 @@ class HostController:
                 self._blocked.clear()
             finally:
                 self._hosts.clear()
+                self._captures.clear()
+                self._images_seen.clear()
+                disks.forget_all(self.state_dir)
+                self.imds.close()
                 cleanup_stale(self.state_dir)  # whatever the above missed or failed at
 
     def only(self, want: Want | None) -> None:
@@ -220,19 +235,27 @@ class HostController:
         """One pass: makes every stand-in match its instance (the thread calls this)."""
         with self._lock:
             observed, allocated = self._observe()
+            # Images after instances: an image of an instance that was terminated when it was
+            # observed was made before that (CreateImage refuses a terminated one), so its disk
+            # is still here; it is copied before the stand-in is destroyed below.
+            images = self._images()
             self._note_first_runs(observed)
             self._react_to_guests(observed)
             self._reboot_requested()
+            self._capture_images(images, observed)
             for iid in list(self._hosts):
                 obs = observed.get(iid)
                 if obs is None:  # the emulator was reset: nothing to shut down nicely for
+                    self._drop_captures(iid)
                     self._destroy(iid, grace=0)
                 elif obs.state in ("terminated", "shutting-down"):
+                    self._capture_before_destroy(iid)
                     self._destroy(iid)
             self._route(observed)
             for obs in observed.values():
                 self._power(obs)
             self._block_unused(allocated)
+            self._forget_images(images, observed)
 
     def _observe(self) -> tuple[dict[str, Observed], set[str]]:
         from moto.ec2.models import ec2_backends  # slow import; moto is loaded by now
@@ -260,8 +283,70 @@ class HostController:
                         # backend.tags is a defaultdict: .get, or every instance gets an entry
                         tags=dict(backend.tags.get(inst.id) or {}),
                         user_data=cloudinit.user_data_text(getattr(inst, "user_data", None)),
+                        image_id=inst.image_id or "",
                     )
         return observed, allocated
+
+    def _images(self) -> dict[str, str | None]:
+        """Every registered image (all regions): id -> the instance it was made of (CreateImage), or None."""
+        from moto.ec2.models import ec2_backends
+
+        found: dict[str, str | None] = {}
+        for region in self.emulator.regions:
+            for ami_id, ami in list(ec2_backends[ACCOUNT_ID][region].amis.items()):
+                found[ami_id] = getattr(ami, "instance_id", None)
+        return found
+
+    # --- disks through images (disks.py) ---------------------------------------------
+    def _capture_images(self, images: dict[str, str | None], observed: dict[str, Observed]) -> None:
+        """Copies the disk of each new image's instance, once the guest is off (a stop
+        completes when the guest is off: moto says stopped at once), or at once when the
+        instance runs (NoReboot: what is there)."""
+        for ami_id, source in images.items():
+            if ami_id not in self._images_seen:
+                self._images_seen.add(ami_id)
+                if source is not None and source in self._hosts:
+                    self._captures[ami_id] = source
+        self._images_seen &= set(images)
+        for ami_id, source in list(self._captures.items()):
+            host = self._hosts.get(source)
+            obs = observed.get(source)
+            if host is None:
+                del self._captures[ami_id]
+            elif not host.running or (obs is not None and obs.state == "running"):
+                self._capture(ami_id, host)
+
+    def _capture_before_destroy(self, iid: str) -> None:
+        """A terminated instance whose image still waits for its disk: off first, then copied."""
+        waiting = [ami_id for ami_id, source in self._captures.items() if source == iid]
+        if not waiting:
+            return
+        host = self._hosts[iid]
+        host.power_off(grace=5)
+        for ami_id in waiting:
+            self._capture(ami_id, host)
+
+    def _capture(self, ami_id: str, host: StandIn) -> None:
+        del self._captures[ami_id]
+        try:
+            disks.capture(self.state_dir, ami_id, host.upper)
+        except Exception as exc:  # the image then has no disk: its instances start from a new one
+            self._error(f"stand-in {host.instance_id}: could not copy its disk for {ami_id}: {exc}")
+            disks.forget(self.state_dir, ami_id)
+
+    def _drop_captures(self, iid: str) -> None:
+        for ami_id in [a for a, source in self._captures.items() if source == iid]:
+            del self._captures[ami_id]
+
+    def _forget_images(self, images: dict[str, str | None], observed: dict[str, Observed]) -> None:
+        """Deletes the disks of deregistered images, unless an instance launched from one has
+        yet to get its stand-in (launch.yml deregisters the shelf once the instance runs at its
+        address, which can be before the controller made its stand-in)."""
+        waiting = {o.image_id for o in observed.values()
+                   if o.state not in ("terminated", "shutting-down") and o.instance_id not in self._hosts}
+        for ami_id in disks.stored_ids(self.state_dir):
+            if ami_id not in images and ami_id not in waiting and ami_id not in self._captures:
+                disks.forget(self.state_dir, ami_id)
 
     def _note_first_runs(self, observed: dict[str, Observed]) -> None:
         """Keeps each instance's user data as it was when it first ran: cloud-init reads
@@ -339,6 +424,7 @@ class HostController:
                 nic.stop()
             instance._state = InstanceState("stopped", 80)
             obs.state = "stopped"
+            self.emulator.spot.stopped_by_owner(obs.instance_id)  # a persistent request goes disabled
 
     def _route(self, observed: dict[str, Observed]) -> None:
         """EIP routes follow associations; all removals first, so an EIP can move."""
@@ -360,6 +446,7 @@ class HostController:
         if obs.state == "running":
             if host is None:
                 if (obs.eip and net.is_routable(obs.eip) and iid not in self._create_failed
+                        and obs.image_id not in self._captures  # its image's disk is not copied yet
                         and self._wanted(obs)):
                     self._create(obs)
             elif not host.running and host.failure is None:
@@ -385,7 +472,11 @@ class HostController:
                        public_key=obs.public_key, extra_keys=extra_keys, plain=obs.plain)
         self._hosts[obs.instance_id] = host
         try:
-            host.create(obs.eip)
+            host.create(obs.eip, disk=disks.stored(self.state_dir, obs.image_id))
+            assert host.link is not None
+            port = self.imds.attach(obs.instance_id, host.link.host_addr, host.link.guest_addr,
+                                    functools.partial(emulator_metadata, self.emulator, obs.region, obs.instance_id))
+            net.redirect_metadata(host.link, port)
             host.boot(cloudinit.boot_scripts(user_data, first_boot=True))
         except Exception as exc:
             self._create_failed[obs.instance_id] = str(exc)
@@ -394,6 +485,7 @@ class HostController:
 
     def _destroy(self, iid: str, grace: float = 5) -> None:
         host = self._hosts.pop(iid)
+        self.imds.detach(iid)
         try:
             host.destroy(grace)
         except Exception as exc:

@@ -8,6 +8,10 @@ destroy (terminate). Layout under the controller's state dir:
     <instance-id>/root          the merged root, mounted while the host is on
     <instance-id>/console.log   the guest's console, one section per boot
     <instance-id>/meta.json     names and addresses, for cleanup after a crash
+
+An instance launched from an image made of another stand-in's disk (CreateImage; see
+disks.py) starts with a copy of that disk as its upper dir: what the old instance had on its
+disk is there, and the first boot is still a new instance's (cloud-init's per-instance steps).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from local_cloud.standin import cgroups, net
+from local_cloud.standin import cgroups, disks, net
 from local_cloud.standin.image import UID, USER, VENV
 from local_cloud.standin.system import is_mounted, mounts_under, run, unmount
 
@@ -95,6 +99,58 @@ def _write_into(root: Path, rel: str, data: bytes, mode: int, uid: int = 0, gid:
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """A path in a guest's root that does not lead out of it (no symlink on the way)."""
+    root = Path(os.path.realpath(root))
+    path = root / rel.lstrip("/")
+    if Path(os.path.realpath(path)) != path:
+        raise RuntimeError(f"{rel} in the guest leads elsewhere; not touching it")
+    return path
+
+
+def _read_in(root: Path, rel: str) -> bytes:
+    """A file inside a guest's root (b"" when missing), without following a symlink out of it."""
+    rel = rel.lstrip("/")
+    root = Path(os.path.realpath(root))
+    path = root / rel
+    if Path(os.path.realpath(path.parent)) != path.parent:
+        raise RuntimeError(f"{rel} in the guest leads outside it; not reading there")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:  # a symlink (ELOOP): not the guest's own file
+        raise RuntimeError(f"{rel} in the guest is not a plain file: {exc}") from exc
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _key_body(line: str) -> str:
+    """An authorized_keys line's key (type and base64), its options and comment aside."""
+    fields = line.split()
+    for i, f in enumerate(fields[:-1]):
+        if f.startswith(("ssh-", "ecdsa-", "sk-")):
+            return f"{f} {fields[i + 1]}"
+    return line.strip()
+
+
+def merged_authorized_keys(present: str, keys: Sequence[str]) -> str:
+    """authorized_keys as cloud-init leaves it on a new instance: the lines already there (an
+    image's disk) stay, in their order, and each key not among them is added at the end."""
+    lines = [line for line in present.splitlines() if line.strip()]
+    have = {_key_body(line) for line in lines if not line.lstrip().startswith("#")}
+    for key in keys:
+        if key.strip() and _key_body(key) not in have:
+            lines.append(key.strip())
+            have.add(_key_body(key))
+    return "".join(f"{line}\n" for line in lines)
 
 
 class StandIn:
@@ -167,31 +223,47 @@ class StandIn:
             return ""
 
     # --- life cycle -------------------------------------------------------------------
-    def create(self, ip: str | None) -> None:
+    def create(self, ip: str | None, disk: Path | None = None) -> None:
         """Makes the disk and the network; dresses the disk as cloud-init would on the
-        instance's first boot (hostname, machine id, the key pair's public key and the
-        user data's ssh_authorized_keys)."""
+        instance's first boot (hostname, machine id, new SSH host keys, the key pair's public
+        key and the user data's ssh_authorized_keys added to those already authorized).
+
+        ``disk``: the disk of the image the instance was launched from (disks.py), copied as
+        this instance's own; None: a new disk over the base image."""
         if self.dir.exists():  # a leftover of the same id: start from scratch
             unmount(self.dir)
             shutil.rmtree(self.dir)
-        for d in (self.upper, self.dir / "work", self.machine_path):
-            d.mkdir(parents=True)
+        self.dir.mkdir(parents=True)
+        if disk is not None:
+            disks.copy_tree(disk, self.upper)  # before the first mount, as a volume from a snapshot
+        else:
+            self.upper.mkdir()
+        for d in (self.dir / "work", self.machine_path):
+            d.mkdir()
         self.link = net.create_link(self.netns, self.veth)
         self.hostname = hostname_for(ip or self.link.guest_addr)
         self._save_meta()
-        if self.plain:
+        if self.plain and disk is None:  # an image's disk hides (or has) the venv as its instance did
             self._hide(VENV)
         self._mount()
         root = self.machine_path
         _write_into(root, "/etc/hostname", f"{self.hostname}\n".encode(), 0o644)
         _write_into(root, "/etc/machine-id", f"{uuid.uuid4().hex}\n".encode(), 0o444)
+        # cloud-init's ssh module on a new instance id: the image's host keys go, the first boot
+        # makes new ones (gpu-lab-ssh-hostkeys.service, as for a new disk).
+        etc_ssh = _inside(root, "/etc/ssh")
+        for old in etc_ssh.glob("ssh_host_*") if etc_ssh.is_dir() else []:
+            if old.is_file() or old.is_symlink():
+                old.unlink()
         keys = [k.strip() for k in [self.public_key or "", *self.extra_keys] if k.strip()]
         if keys:
-            ssh_dir = root / "home" / USER / ".ssh"
-            ssh_dir.mkdir(mode=0o700, exist_ok=True)
-            os.chown(ssh_dir, UID, UID)
+            ssh_dir = _inside(root, f"/home/{USER}/.ssh")
+            if not ssh_dir.exists():
+                ssh_dir.mkdir(mode=0o700)
+                os.chown(ssh_dir, UID, UID)
+            present = _read_in(root, f"/home/{USER}/.ssh/authorized_keys").decode(errors="replace")
             _write_into(root, f"/home/{USER}/.ssh/authorized_keys",
-                        "".join(f"{k}\n" for k in keys).encode(), 0o600, UID, UID)
+                        merged_authorized_keys(present, keys).encode(), 0o600, UID, UID)
         self.set_ip(ip)
 
     def boot(self, scripts: Sequence[str] = ()) -> None:

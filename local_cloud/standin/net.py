@@ -9,6 +9,11 @@ Testbed workarounds (see the testbed note):
   as martians;
 * never host-network mode: the guest would see and bind this machine's own sockets.
 
+The instance metadata address 169.254.169.254:80 (local_cloud/imds.py) is sent, by a DNAT rule
+inside each namespace (``redirect_metadata``), to that stand-in's metadata listener on the host
+end of its veth: this machine's own 169.254.169.254 stays as it is, and the rule goes with the
+namespace.
+
 Names and addresses are machine-wide, so other stand-ins (another state dir, another
 developer's) must never be touched: our namespaces start with ``gl-``, our host-side
 veths with ``glh``, and a /30 is only taken where no address on this machine overlaps.
@@ -30,6 +35,8 @@ GUEST_IFNAME = "eth0"
 POOL = ipaddress.ip_network("169.254.64.0/18")
 NFT_TABLE = "gpu_lab_standin"
 ROUTE_PROTO = "245"  # marks our EIP routes, so they are told apart from anyone else's
+IMDS_TABLE = "gpu_lab_imds"  # inside each stand-in's namespace
+METADATA_ADDR = "169.254.169.254"
 _LOCK = RUN_DIR / "net.lock"
 _SAVED_FORWARD = RUN_DIR / "ip_forward.saved"
 
@@ -125,6 +132,21 @@ def _delete_link_locked(netns: str, veth: str) -> None:
         run(["ip", "netns", "delete", netns], check=False)
     if veth and Path(f"/sys/class/net/{veth}").exists():
         run(["ip", "link", "delete", veth], check=False)
+
+
+def redirect_metadata(link: Link, port: int) -> None:
+    """Inside the stand-in's namespace: connections to 169.254.169.254:80 go to port on the
+    host end of its veth (its metadata listener), so the guest asks at EC2's address. Replaces
+    an earlier redirect of the same namespace (a new listener, a new port)."""
+    rules = (f"table ip {IMDS_TABLE}\n"
+             f"delete table ip {IMDS_TABLE}\n"
+             f"table ip {IMDS_TABLE} {{\n"
+             "  chain output {\n"
+             "    type nat hook output priority -100; policy accept;\n"
+             f"    ip daddr {METADATA_ADDR} tcp dport 80 dnat to {link.host_addr}:{port}\n"
+             "  }\n"
+             "}\n")
+    run(["ip", "netns", "exec", link.netns, "nft", "-f", "-"], input=rules)
 
 
 def list_netns() -> list[str]:

@@ -56,9 +56,10 @@ def idle_autostop_host(probe: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(stdout or "{}")
 
 
-def idle_autostop_timer_as_wanted(host: Mapping[str, Any], enabled: bool) -> bool:
-    """The timer is enabled and active with auto-stop on, disabled and inactive with it off."""
-    timer = _map(host.get("timer"))
+def idle_autostop_timer_as_wanted(host: Mapping[str, Any], enabled: bool, unit: str = "timer") -> bool:
+    """The timer (or, with unit "watcher", the spot notice watcher's service) is enabled and
+    active when on, disabled and inactive when off."""
+    timer = _map(host.get(unit))
     wanted = ["enabled", "active"] if enabled else ["disabled", "inactive"]
     return [timer.get("enabled"), timer.get("active")] == wanted
 
@@ -69,6 +70,7 @@ def settings_right(s: Mapping[str, Any]) -> bool:
     return (_matches(s["window_minutes"], NUMBER)
             and _matches(s["interval"], WHOLE) and int(str(s["interval"])) >= 1
             and _matches(s["grace_seconds"], WHOLE)
+            and _matches(s.get("spot_poll_seconds", 5), WHOLE)
             and _matches(s["gpu_threshold"], NUMBER) and _matches(s["load_threshold"], NUMBER)
             and _matches(s["jupyter_port"], WHOLE) and 1 <= int(str(s["jupyter_port"])) <= 65535
             and isinstance(s["token_file"], str) and os.path.isabs(s["token_file"])
@@ -110,15 +112,19 @@ def idle_autostop_problem(s: Mapping[str, Any], probe: Mapping[str, Any]) -> str
 
 def idle_autostop_summary(s: Mapping[str, Any]) -> str:
     """How the host stops itself, in one line. s: enabled, window_minutes, interval, grace_seconds,
-    daily_stop, timezone."""
+    daily_stop, timezone; spot_poll_seconds, if given (the spot notice watcher, 0 = off)."""
+    spot = ""
+    if _matches(s.get("spot_poll_seconds", 0), WHOLE) and int(str(s.get("spot_poll_seconds", 0))) > 0:
+        spot = (" On a Spot Instance, EC2's interruption notice reaches logged-in terminals within"
+                f" {s['spot_poll_seconds']} s.")
     if not s["enabled"]:
         return ("Idle auto-stop is OFF (idle_autostop_window_minutes is 0): this host runs, and bills,"
-                " until you stop it.")
+                " until you stop it." + spot)
     line = (f"Idle auto-stop: the host powers itself off after {s['window_minutes']} min without use"
             f" (checked every {s['interval']} s, {s['grace_seconds']} s warning)")
     if s["daily_stop"]:
         line += f"; daily stop at {s['daily_stop']} ({s['timezone'] or 'host time'})"
-    return line + "."
+    return line + "." + spot
 
 
 def idle_autostop_status(probe: Mapping[str, Any], script: str) -> dict[str, Any]:

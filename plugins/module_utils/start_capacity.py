@@ -71,12 +71,12 @@ def changed_note(lab: str, instance_id: str, old: str, new: str, zone: str, regi
 
 def no_capacity_message(instance_id: str, kind: str, zone: str, tried: list[str], refusals: int,
                         seconds: float, change_type: bool, restored: str = "",
-                        code: str = "InsufficientInstanceCapacity") -> str:
+                        code: str = "InsufficientInstanceCapacity", spot: bool = False) -> str:
     """One sentence when nothing could start: what was tried, that nothing changed, what to do."""
     others = (f", then as {', '.join(tried)}" if tried else
               (", and no other candidate type is offered in that zone" if change_type else ""))
     back = f" (its type is {restored} again)" if restored else ""
-    move = ("" if change_type else
+    move = (" a Spot Instance's type cannot be changed;" if spot else "" if change_type else
             " set gpu_lab_start_change_type to true to let start.yml change the type to a fallback type;")
     return (f"AWS has no capacity in {zone} for the lab's instance {instance_id}: tried {kind} "
             f"({code}, {waited(refusals, seconds)}){others}; it stays stopped{back} and nothing changed. Try start.yml "
@@ -91,3 +91,20 @@ def quota_message(instance_id: str, kind: str, code: str, quota: str) -> str:
             f"for it is used up ({code}): this is the quota, not capacity, so start.yml does not wait. It stays "
             f"stopped and nothing changed: stop another instance of that family, or ask AWS to raise {quota} "
             "(Service Quotas console, EC2), then start.yml again.")
+
+
+def interrupted_message(instance_id: str, kind: str, zone: str, since: str, looks: int, seconds: float) -> str:
+    """A start of a Spot Instance that AWS interrupted and has not started again: only AWS can."""
+    when = f" at {since[:16].replace('T', ' ')} UTC" if since else ""
+    return (f"AWS interrupted the lab's spot instance {instance_id}{when} (it took the capacity back) and only AWS "
+            f"can start it again, when it has {kind} spot capacity in {zone}; it did not within the wait "
+            f"({waited(looks, seconds)}). The lab stays stopped with its disk and Elastic IP; nothing changed. "
+            "Run start.yml again later (or with a longer gpu_lab_start_capacity_wait_minutes); AWS may also start "
+            "it by itself meanwhile, and idle auto-stop stops it again if nobody uses it. Or move it now with its "
+            "disk: shelve.yml, then launch.yml (from the image of its disk, in the first zone and type with "
+            "capacity, on demand as the last resort; a new address).")
+
+
+def interrupted_back_note(instance_id: str, seconds: float) -> str:
+    return (f"AWS had interrupted the spot instance {instance_id}; it started it again after {seconds:.0f} s of "
+            "waiting (only AWS can start an interrupted Spot Instance).")

@@ -71,8 +71,13 @@ options:
         resources (O(addresses), O(instances), O(security_group_id), O(key_name), O(orphans)).
       - C(stopped) stops each lab's O(instance) (disk and address are kept) and waits until it is
         stopped - one StopInstances per region for every lab of the call, and one wait for all.
+      - C(shelved) makes an image of each lab's O(instance) (stopped first; no reboot), tagged
+        C(gpu_lab:shelf), waits until it is available, then cancels its spot request, terminates it
+        and releases O(addresses) - the key pair and security group stay. A lab with O(shelves) and
+        no instance is shelved already. With C(present), a lab with O(shelves) that runs at its
+        address (a launch from the shelf) has its shelves deregistered and their snapshots deleted.
     type: str
-    choices: [present, absent, stopped]
+    choices: [present, absent, stopped, shelved]
     default: present
     version_added: 0.3.0
   lab:
@@ -125,6 +130,31 @@ options:
     type: list
     elements: str
     default: []
+  shelves:
+    description:
+      - The lab's shelves (csdl.gpu_lab.lab_info's RV(csdl.gpu_lab.lab_info#module:shelves)) -
+        C(image_id), C(snapshot_ids), C(tags). Removed with C(absent) and after a launch from one.
+    type: list
+    elements: dict
+    default: []
+    version_added: 1.1.0
+  spot_instance_types:
+    description:
+      - Candidate instance types to launch as Spot Instances first, most wanted first - a persistent
+        Spot Instance request with interruption behaviour C(stop) (the disk and Elastic IP stay through an
+        interruption; the owner may stop and start it). When none has spot capacity in any zone,
+        O(instance_types) are tried on demand (empty for no on-demand last resort).
+      - A start never changes a Spot Instance's type (AWS does not), and an interrupted one is waited for
+        (only AWS starts it again) for up to O(start_capacity_wait) seconds.
+    type: list
+    elements: str
+    default: []
+    version_added: 1.1.0
+  spot_max_price:
+    description: The most a Spot Instance may cost per hour in USD; empty for up to the on-demand price.
+    type: str
+    default: ''
+    version_added: 1.1.0
   zones:
     description: Zones to try, in order; empty means every zone of the region offering the type.
     type: list
@@ -342,6 +372,11 @@ instance:
       description: When it last started (ISO 8601).
       type: str
       sample: '2026-09-01T10:00:00+00:00'
+    market:
+      description: C(spot) for a Spot Instance, else C(on-demand).
+      type: str
+      version_added: 1.1.0
+      sample: on-demand
 security_group_id:
   description: The security group of a launched instance (created or given).
   returned: when launched
@@ -380,11 +415,18 @@ attempts:
       sample: us-east-1a
     outcome:
       description:
-        - A launch's is C(launched), C(no capacity), C(quota), C(not offered) (the type is not offered
-          in the region) or C(no subnet) (the zone has no default subnet); a start's C(started),
+        - A launch's is C(launched), C(no capacity), C(quota), C(over the price cap) (a spot try below the
+          current spot price), C(not offered) (the type is not offered in the region) or C(no subnet) (the zone
+          has no default subnet); a start's C(started), C(started by AWS) (an interrupted Spot Instance),
           C(no capacity), C(quota), C(not changed) (the type could not be changed to it) or C(failed).
       type: str
       sample: no capacity
+    market:
+      description: A launch's - the market tried, C(spot) or C(on-demand).
+      type: str
+      returned: for a launch
+      version_added: 1.1.0
+      sample: on-demand
     code:
       description: The AWS error code, empty on success.
       type: str
@@ -402,8 +444,9 @@ attempts:
       sample: 0
 removed:
   description:
-    - With O(state=absent), what was removed so far, also when the lab failed.
-  returned: with O(state=absent)
+    - With O(state=absent), what was removed so far, also when the lab failed; with O(state=shelved), what went
+      once the image was made (instance, spot request, addresses).
+  returned: with O(state=absent) or O(state=shelved)
   type: dict
   version_added: 0.3.0
   sample: {addresses: [203.0.113.5], instances: [i-0abc], security_group: sg-0abc, key_pair: csdl-server,
@@ -414,6 +457,19 @@ removed:
       type: list
       elements: str
       sample: [203.0.113.5]
+    shelves:
+      description: The shelf images deregistered (their snapshots deleted).
+      type: list
+      elements: str
+      version_added: 1.1.0
+      sample: []
+    spot_requests:
+      description: The Spot Instance requests cancelled before their instances were terminated (a persistent
+        request not cancelled would launch a new instance).
+      type: list
+      elements: str
+      version_added: 1.1.0
+      sample: []
     instances:
       description: The IDs of the instances terminated.
       type: list
@@ -432,6 +488,36 @@ removed:
       type: list
       elements: str
       sample: [security group csdl-ssh of lab csdl]
+shelf:
+  description: With O(state=shelved), the lab's shelf - C(image_id), C(name), C(creation_date), C(snapshot_ids),
+    C(size_gib); empty in check mode.
+  returned: with O(state=shelved)
+  type: dict
+  version_added: 1.1.0
+  sample: {image_id: ami-0abc, name: csdl-shelf-20261203-140501, creation_date: '2026-12-03T14:05:01.000Z',
+           snapshot_ids: [snap-0abc], size_gib: 100}
+  contains:
+    image_id:
+      description: The image of the lab's disk.
+      type: str
+      sample: ami-0abc
+    name:
+      description: Its name, C(<lab>-shelf-<UTC time>).
+      type: str
+      sample: csdl-shelf-20261203-140501
+    creation_date:
+      description: When AWS made it.
+      type: str
+      sample: '2026-12-03T14:05:01.000Z'
+    snapshot_ids:
+      description: Its snapshots (what bills while the lab is shelved).
+      type: list
+      elements: str
+      sample: [snap-0abc]
+    size_gib:
+      description: The size of its volumes in GiB (at most what the snapshots bill).
+      type: int
+      sample: 100
 launched:
   description: Whether a new instance was launched (false in check mode - see RV(planned)).
   returned: success
@@ -541,6 +627,8 @@ from ansible_collections.csdl.gpu_lab.plugins.module_utils.labs import check_lab
 from ansible_collections.csdl.gpu_lab.plugins.module_utils.start_capacity import (
     changed_note,
     fallback_types,
+    interrupted_back_note,
+    interrupted_message,
     no_capacity_message,
     quota_message,
     retry_delays,
@@ -557,7 +645,11 @@ from ansible_collections.csdl.gpu_lab.plugins.module_utils.timeouts import (
 CAPACITY_CODES = {"InsufficientInstanceCapacity", "InsufficientCapacity", "Unsupported",
                   "InsufficientHostCapacity", "InsufficientReservedInstanceCapacity"}
 # The account may not run more of this family in the region: try the next type.
-QUOTA_CODES = {"VcpuLimitExceeded", "InstanceLimitExceeded"}
+QUOTA_CODES = {"VcpuLimitExceeded", "InstanceLimitExceeded", "MaxSpotInstanceCountExceeded"}
+# A spot price cap below the current spot price: that type and zone is as good as full.
+SPOT_PRICE_CODES = {"SpotMaxPriceTooLow"}
+# StartInstances of a Spot Instance that AWS interrupted: only AWS starts it again.
+INTERRUPTED_CODE = "IncorrectSpotRequestState"
 # Worth another try of the same call.
 TRANSIENT_CODES = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError",
                    "InternalFailure", "ServiceUnavailable", "Unavailable", "RequestTimeout"}
@@ -567,6 +659,16 @@ QUOTAS = {
     "g": "Running On-Demand G and VT instances (L-DB2E81BA)",
     "p": "Running On-Demand P instances (L-417A185B)",
 }
+
+
+def spot_options(max_price: str = "") -> dict[str, Any]:
+    """RunInstances' InstanceMarketOptions of a lab's Spot Instance: a persistent request that
+    stops the instance on an interruption (disk and Elastic IP stay; the owner may stop and
+    start it), capped at O(spot_max_price) when given (else at the on-demand price)."""
+    options: dict[str, Any] = {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"}
+    if max_price:
+        options["MaxPrice"] = max_price
+    return {"MarketType": "spot", "SpotOptions": options}
 
 
 def _quota_of(instance_type: str) -> str:
@@ -667,11 +769,16 @@ class LabHost:
         raise AssertionError("unreachable")
 
     # --- launch
-    def _token(self, instance_type: str, zone: str, salt: str = "") -> str:
-        seed = f"gpu_lab:{self.p['lab']}:{self.p['security_group_id']}:{instance_type}:{zone}:{salt}"
+    def _token(self, instance_type: str, zone: str, salt: str = "", market: str = "on-demand") -> str:
+        # The market is part of a launch: an on-demand retry after a spot try is another launch
+        # (one token for both would be refused as IdempotentParameterMismatch).
+        spot = ":spot" if market == "spot" else ""
+        # The image too: a lab brought back from its shelf is another launch than its first one.
+        seed = (f"gpu_lab:{self.p['lab']}:{self.p['security_group_id']}:{self.p['image_id']}:{instance_type}:{zone}:"
+                f"{salt}{spot}")
         return hashlib.sha256(seed.encode()).hexdigest()[:64]
 
-    def _run(self, instance_type: str, zone: str, subnet_id: str) -> dict[str, Any]:
+    def _run(self, instance_type: str, zone: str, subnet_id: str, market: str = "on-demand") -> dict[str, Any]:
         # The type asked for (the setting) goes on the instance beside what the caller records:
         # after a failover it runs another type, and a changed setting is told from that by
         # this tag (module_utils/drift.py). The caller's own value of the tag wins.
@@ -687,25 +794,64 @@ class LabHost:
                                    "Groups": [self.p["security_group_id"]], "DeleteOnTermination": True}],
             "MetadataOptions": {"HttpEndpoint": "enabled", "HttpTokens": "required"},
             "InstanceInitiatedShutdownBehavior": "stop",
+            **({"InstanceMarketOptions": spot_options(self.p["spot_max_price"])} if market == "spot" else {}),
             **({"UserData": self.p["user_data"]} if self.p["user_data"] else {}),
             "BlockDeviceMappings": [{"DeviceName": self.p["root_device_name"],
                                      "Ebs": {"VolumeSize": self.p["volume_size"], "VolumeType": "gp3",
                                              "Encrypted": True, "DeleteOnTermination": True}}],
             "TagSpecifications": [
                 {"ResourceType": kind, "Tags": [{"Key": k, "Value": str(v)} for k, v in tags.items()]}
-                for kind, tags in (("instance", {RECORDED_TYPE_TAG: self.p["instance_types"][0], **recorded}),
-                                   ("volume", recorded))
+                for kind, tags in (("instance", {RECORDED_TYPE_TAG: self.first_type, **recorded}),
+                                   ("volume", recorded),
+                                   *((("spot-instances-request", self.tags),) if market == "spot" else ()))
             ],
         }
         salt = ""
         for _try in range(3):
-            instance = self._call("run_instances", ClientToken=self._token(instance_type, zone, salt),
+            instance = self._call("run_instances", ClientToken=self._token(instance_type, zone, salt, market),
                                   **spec)["Instances"][0]
             # A token reused after its instance was terminated answers with that instance.
             if instance["State"]["Name"] not in ("shutting-down", "terminated"):
                 return instance
             salt = instance["InstanceId"]
         raise LabFailure("RunInstances kept answering with a terminated instance.")
+
+    def _launch_in(self, market: str, types: list[str], offered: dict[str, list[str]],
+                   subnets: dict[str, tuple[str, str]]) -> dict[str, Any]:
+        """The candidate types of one market in order, each across the zones that offer it; the
+        instance launched, or {} when none had capacity (each try is in the attempts)."""
+        p = self.p
+        for instance_type in types:
+            zones = [z for z in (p["zones"] or sorted(offered[instance_type])) if z in offered[instance_type]]
+            if not zones:
+                self.attempts.append({"type": instance_type, "zone": "", "outcome": "not offered", "market": market,
+                                      "code": "", "message": "not offered in the zones tried"})
+                continue
+            for zone in zones:
+                if zone not in subnets:
+                    self.attempts.append({"type": instance_type, "zone": zone, "outcome": "no subnet",
+                                          "market": market, "code": "", "message": "no default subnet in this zone"})
+                    continue
+                try:
+                    instance = self._run(instance_type, zone, subnets[zone][0], market)
+                except botocore.exceptions.ClientError as e:
+                    code = _code(e)
+                    if code not in CAPACITY_CODES | QUOTA_CODES | SPOT_PRICE_CODES:
+                        spot = " (spot)" if market == "spot" else ""
+                        raise LabFailure(f"Could not launch {instance_type}{spot} in {zone}: {e}") from e
+                    outcome = ("quota" if code in QUOTA_CODES else "over the price cap" if code in SPOT_PRICE_CODES
+                               else "no capacity")
+                    self.attempts.append({"type": instance_type, "zone": zone, "code": code, "outcome": outcome,
+                                          "market": market, "message": e.response.get("Error", {}).get("Message", "")})
+                    if code in QUOTA_CODES:
+                        break  # a regional quota: other zones cannot help this type
+                    continue
+                self.attempts.append({"type": instance_type, "zone": zone, "outcome": "launched", "market": market,
+                                      "code": "", "message": ""})
+                self.instance_now = {"id": instance["InstanceId"], "type": instance_type, "zone": zone,
+                                     "state": instance["State"]["Name"]}
+                return instance
+        return {}
 
     def security_group(self, vpc_id: str) -> str:
         """Creates the lab's group (one SSH rule); a group of that name made meanwhile is used."""
@@ -748,8 +894,19 @@ class LabHost:
         missing = [k for k in ("image_id", "key_name") if not p[k]]
         if not (p["security_group_id"] or p["security_group"]):
             missing.append("security_group_id or security_group")
-        if missing or not p["instance_types"]:
+        if missing or not (p["instance_types"] or p["spot_instance_types"]):
             raise LabFailure(f"To launch, lab_host needs {', '.join(missing) or 'instance_types'}.")
+
+    @property
+    def first_type(self) -> str:
+        """The type the lab asks for: the first candidate of its first market."""
+        return (self.p["spot_instance_types"] or self.p["instance_types"])[0]
+
+    def passes(self) -> list[tuple[str, list[str]]]:
+        """The markets to try, in order, each with its candidate types: spot first (O(spot_instance_types)),
+        on demand (O(instance_types)) as the last resort."""
+        markets = (("spot", self.p["spot_instance_types"]), ("on-demand", self.p["instance_types"]))
+        return [(market, types) for market, types in markets if types]
 
     def plan_launch(self) -> None:
         """Check mode: what launch() would do, without a call."""
@@ -760,56 +917,36 @@ class LabHost:
         if not p["security_group_id"]:
             self.planned.append(f"create security group {p['security_group']['name']}")
         zones = f"; zones: {', '.join(p['zones'])}" if p["zones"] else ""
-        self.planned.append(f"launch {p['instance_types'][0]} in the first zone that has capacity "
-                            f"(candidates: {', '.join(p['instance_types'])}{zones})")
+        passes = self.passes()
+        named = len(passes) > 1 or passes[0][0] == "spot"  # an on-demand lab's plan reads as before
+        markets = "; then ".join(", ".join(types) + (f" ({market})" if named else "") for market, types in passes)
+        self.planned.append(f"launch {self.first_type} in the first zone that has capacity "
+                            f"(candidates: {markets}{zones})")
 
     def launch(self) -> dict[str, Any]:
         p = self.p
         self.check_launch()
         if p["key_pair"]:
             self.key_pair()
-        offered, subnets = self.region.where(p["instance_types"])
+        offered, subnets = self.region.where(list(dict.fromkeys(p["spot_instance_types"] + p["instance_types"])))
         if subnets and not p["security_group_id"]:
             p["security_group_id"] = self.security_group(next(iter(subnets.values()))[1])
         if not subnets:
             raise LabFailure(f"The region {self.region.name} has no default subnet to launch into: "
                              "create a default VPC (aws ec2 create-default-vpc).")
-        for instance_type in p["instance_types"]:
-            zones = [z for z in (p["zones"] or sorted(offered[instance_type])) if z in offered[instance_type]]
-            if not zones:
-                self.attempts.append({"type": instance_type, "zone": "", "outcome": "not offered",
-                                      "code": "", "message": "not offered in the zones tried"})
-                continue
-            for zone in zones:
-                if zone not in subnets:
-                    self.attempts.append({"type": instance_type, "zone": zone, "outcome": "no subnet",
-                                          "code": "", "message": "no default subnet in this zone"})
-                    continue
-                try:
-                    instance = self._run(instance_type, zone, subnets[zone][0])
-                except botocore.exceptions.ClientError as e:
-                    code = _code(e)
-                    if code not in CAPACITY_CODES | QUOTA_CODES:
-                        raise LabFailure(f"Could not launch {instance_type} in {zone}: {e}") from e
-                    self.attempts.append({"type": instance_type, "zone": zone, "code": code,
-                                          "outcome": "quota" if code in QUOTA_CODES else "no capacity",
-                                          "message": e.response.get("Error", {}).get("Message", "")})
-                    if code in QUOTA_CODES:
-                        break  # a regional quota: other zones cannot help this type
-                    continue
-                self.attempts.append({"type": instance_type, "zone": zone, "outcome": "launched",
-                                      "code": "", "message": ""})
-                self.instance_now = {"id": instance["InstanceId"], "type": instance_type, "zone": zone,
-                                     "state": instance["State"]["Name"]}
+        for market, types in self.passes():
+            instance = self._launch_in(market, types, offered, subnets)
+            if instance:
                 return instance
         if self.created_group:  # nothing of this failed launch stays behind
             try:
                 self._call("delete_security_group", GroupId=self.created_group)
             except botocore.exceptions.ClientError:
                 pass  # teardown.yml removes it; it costs nothing meanwhile
-        tried = "; ".join(f"{a['type']} in {a['zone'] or 'no zone'}: {a['code'] or a['outcome']}"
-                          for a in self.attempts)
-        quotas = sorted({_quota_of(t) for t in p["instance_types"]})
+        spot = any(m == "spot" for m, _types in self.passes())
+        tried = "; ".join(f"{a['type']}{' (spot)' if spot and a.get('market') == 'spot' else ''} in "
+                          f"{a['zone'] or 'no zone'}: {a['code'] or a['outcome']}" for a in self.attempts)
+        quotas = sorted({_quota_of(t) for t in p["spot_instance_types"] + p["instance_types"]})
         raise LabFailure(
             f"No candidate instance could be launched in {self.region.name} ({tried}). Try again later, "
             f"add types to gpu_lab_fallback_instance_types or zones to gpu_lab_zones, or choose "
@@ -833,6 +970,8 @@ class LabHost:
             code, error = self._start_once(instance, retry=refusals)
         if not code:
             return instance
+        if code == INTERRUPTED_CODE:
+            return self._wait_for_aws(instance, began)
         if code not in CAPACITY_CODES:
             self._start_refused(instance, code, error)
         first_code = code
@@ -840,7 +979,9 @@ class LabHost:
         seconds = time.monotonic() - began
         tried: list[str] = []
         restored = ""
-        if self.p["start_change_type"]:
+        # AWS does not change a Spot Instance's type.
+        change_type = bool(self.p["start_change_type"]) and instance.get("market") != "spot"
+        if change_type:
             offered, _rest = self.region.where(self.p["instance_types"] or [instance["type"]])
             for kind in fallback_types(instance["type"], self.p["instance_types"], offered, instance["zone"]):
                 started = self._start_as(instance, kind, tried)
@@ -850,8 +991,28 @@ class LabHost:
                                                    refusals, seconds))
                     return started
             restored = self._type_back(instance, tried)
-        raise LabFailure(no_capacity_message(instance["id"], instance["type"], instance["zone"], tried, refusals,
-                                             seconds, bool(self.p["start_change_type"]), restored, first_code))
+        said = no_capacity_message(instance["id"], instance["type"], instance["zone"], tried, refusals, seconds,
+                                   change_type, restored, first_code, spot=instance.get("market") == "spot")
+        raise LabFailure(said)
+
+    def _wait_for_aws(self, instance: dict[str, Any], began: float) -> dict[str, Any]:
+        """An interrupted Spot Instance: only AWS starts it again, when it has capacity for its
+        type in its zone. Looks again with growing pauses for O(start_capacity_wait) s."""
+        looks = 0
+        for delay in retry_delays(float(self.p["start_capacity_wait"] or 0)):
+            time.sleep(delay)
+            looks += 1
+            now = self.ec2.describe_instances(InstanceIds=[instance["id"]])["Reservations"][0]["Instances"][0]
+            if now["State"]["Name"] in ("pending", "running"):
+                self.attempts.append({"type": instance["type"], "zone": instance["zone"], "outcome": "started by AWS",
+                                      "code": "", "message": "", "retry": looks, "market": "spot"})
+                self.instance_now = {"id": instance["id"], "type": instance["type"], "zone": instance["zone"],
+                                     "state": now["State"]["Name"]}
+                self.notes.append(interrupted_back_note(instance["id"], time.monotonic() - began))
+                return instance
+        raise LabFailure(interrupted_message(instance["id"], instance["type"], instance["zone"],
+                                             str((instance.get("spot_request") or {}).get("updated") or ""),
+                                             looks, time.monotonic() - began))
 
     def _start_once(self, instance: dict[str, Any], retry: int = 0
                     ) -> tuple[str, botocore.exceptions.ClientError | None]:
@@ -1073,7 +1234,8 @@ class LabHost:
 
 def nothing_removed() -> dict[str, Any]:
     """RV(labs.removed) before anything went: it grows as each resource is removed."""
-    return {"addresses": [], "instances": [], "security_group": "", "key_pair": "", "orphans": []}
+    return {"addresses": [], "spot_requests": [], "instances": [], "shelves": [], "security_group": "", "key_pair": "",
+            "orphans": []}
 
 
 class LabRemoval:
@@ -1091,9 +1253,17 @@ class LabRemoval:
         for address in p["addresses"]:
             if self._release(address["allocation_id"], address.get("association_id") or ""):
                 self.removed["addresses"].append(address["public_ip"])
+        # A persistent Spot Instance request launches a new instance when its instance is
+        # terminated: cancelled first (AWS then terminates a stopped instance of it by itself).
+        requests = [i["spot_request_id"] for i in p["instances"] if i.get("spot_request_id")
+                    and (i.get("spot_request") or {}).get("state") != "cancelled"]
+        if requests:
+            self.removed["spot_requests"] = self._cancel(requests)
         ids = [i["id"] for i in p["instances"]]
         if ids:
             self.removed["instances"] = self._terminate(ids)
+        for shelf in p["shelves"]:
+            self.removed["shelves"].append(self.unshelve(shelf))
         if p["security_group_id"] and self._delete_group(p["security_group_id"]):
             self.removed["security_group"] = p["security_group_id"]
         if p["key_name"]:
@@ -1108,6 +1278,8 @@ class LabRemoval:
             elif kind == "key_pair":
                 self.ec2.delete_key_pair(KeyName=orphan["detail"])
                 gone = True
+            elif kind == "snapshot":
+                gone = self._delete_snapshot(orphan["id"])
             else:
                 raise LabFailure(f"Unknown kind of left-over resource: {orphan!r}")
             if gone:
@@ -1136,6 +1308,47 @@ class LabRemoval:
             found = self.ec2.describe_addresses(AllocationIds=[allocation_id])["Addresses"]
             association_id = found[0].get("AssociationId", "") if found else ""
         raise LabFailure(f"The address {allocation_id} stayed associated; release it in the EC2 console.")
+
+    def unshelve(self, shelf: dict[str, Any]) -> str:
+        """Deregisters a shelf image and deletes its snapshots (what bills); its id."""
+        try:
+            self.ec2.deregister_image(ImageId=shelf["image_id"])
+        except botocore.exceptions.ClientError as e:
+            if _code(e) not in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+                raise
+        for snapshot_id in shelf.get("snapshot_ids") or []:
+            self._delete_snapshot(snapshot_id)
+        return str(shelf["image_id"])
+
+    def _delete_snapshot(self, snapshot_id: str) -> bool:
+        """Deletes a snapshot, retrying while AWS still counts it as used by an image being
+        deregistered (InvalidSnapshot.InUse); False when already gone."""
+        deadline = time.monotonic() + self.p["wait_timeout"]
+        delay = 0.5
+        while True:
+            try:
+                self.ec2.delete_snapshot(SnapshotId=snapshot_id)
+                return True
+            except botocore.exceptions.ClientError as e:
+                code = _code(e)
+                if code == "InvalidSnapshot.NotFound":
+                    return False
+                if code != "InvalidSnapshot.InUse" or time.monotonic() > deadline:
+                    raise LabFailure(f"Could not delete the snapshot {snapshot_id}: {e}") from e
+            time.sleep(delay)
+            delay = min(delay * 2, 6)
+
+    def _cancel(self, request_ids: list[str]) -> list[str]:
+        """Cancels the Spot Instance requests; returns those it cancelled (gone ones are skipped)."""
+        try:
+            answer = self.ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=request_ids)
+        except botocore.exceptions.ClientError as e:
+            if _code(e) != "InvalidSpotInstanceRequestID.NotFound":
+                raise
+            if len(request_ids) == 1:
+                return []  # gone already
+            return [r for one in request_ids for r in self._cancel([one])]  # the others, one by one
+        return [r["SpotInstanceRequestId"] for r in answer.get("CancelledSpotInstanceRequests", [])]
 
     def _terminate(self, ids: list[str]) -> list[str]:
         """Terminates the instances and waits until every one is gone; returns those it ended."""
@@ -1192,6 +1405,7 @@ def _summary(instance: dict[str, Any]) -> dict[str, Any]:
         "zone": instance["Placement"]["AvailabilityZone"],
         "image": instance.get("ImageId", ""),
         "launch_time": launch_time.isoformat() if hasattr(launch_time, "isoformat") else str(launch_time or ""),
+        "market": "spot" if instance.get("InstanceLifecycle") == "spot" else "on-demand",
     }
 
 
@@ -1202,7 +1416,10 @@ LAB_OPTIONS: dict[str, Any] = {
     "addresses": {"type": "list", "elements": "dict", "default": []},
     "instances": {"type": "list", "elements": "dict", "default": []},
     "orphans": {"type": "list", "elements": "dict", "default": []},
+    "shelves": {"type": "list", "elements": "dict", "default": []},
     "instance_types": {"type": "list", "elements": "str", "default": []},
+    "spot_instance_types": {"type": "list", "elements": "str", "default": []},
+    "spot_max_price": {"type": "str", "default": ""},
     "zones": {"type": "list", "elements": "str", "default": []},
     "image_id": {"type": "str"},
     "root_device_name": {"type": "str", "default": "/dev/sda1"},
@@ -1264,6 +1481,10 @@ def converge(params: dict[str, Any], region: Region) -> dict[str, Any]:
                 host.change_type(known, modify["instance_type"])  # refused unless it runs that type
         instance = host.wait_running(instance_id)
         address, associated = host.associate(instance_id)
+        if params["shelves"]:  # brought back from its shelf: the image and snapshots bill no longer
+            gone = [LabRemoval(params, region).unshelve(shelf) for shelf in params["shelves"]]
+            host.notes.append(f"Brought back from its shelf ({', '.join(gone)}): the image and its snapshots are "
+                              "deleted now that the instance runs from a copy of the disk.")
     except (LabFailure, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         failure = _failure_of(e, "Could not run the lab's instance")
         failure.attempts = host.attempts  # type: ignore[attr-defined]
@@ -1342,14 +1563,17 @@ def plan(params: dict[str, Any], region: Region) -> dict[str, Any]:
 def plan_removal(params: dict[str, Any], region: Region) -> dict[str, Any]:
     """Check mode, O(state=absent): what remove() would remove, in its order; nothing removed."""
     planned = [f"release {a['public_ip']}" for a in params["addresses"]]
+    planned += [f"cancel spot request {i['spot_request_id']}" for i in params["instances"]
+                if i.get("spot_request_id") and (i.get("spot_request") or {}).get("state") != "cancelled"]
     planned += [f"terminate {i['id']}" for i in params["instances"]]
+    planned += [f"deregister the shelf {s['image_id']} and delete its snapshots" for s in params["shelves"]]
     if params["security_group_id"]:
         planned.append(f"delete security group {params['security_group_id']}")
     if params["key_name"]:
         planned.append(f"delete key pair {params['key_name']}")
     for orphan in params["orphans"]:
         kind = orphan.get("kind")
-        if kind not in ("elastic_ip", "security_group", "key_pair"):
+        if kind not in ("elastic_ip", "security_group", "key_pair", "snapshot"):
             failure = LabFailure(f"Unknown kind of left-over resource: {orphan!r}")
             failure.removed = nothing_removed()  # type: ignore[attr-defined]
             raise failure
@@ -1467,7 +1691,98 @@ def _failed(e: LabFailure, state: str) -> dict[str, Any]:
 def _act(state: str, check_mode: bool) -> Any:
     if state == "absent":
         return plan_removal if check_mode else remove
+    if state == "shelved":
+        return plan_shelve if check_mode else shelve
     return plan if check_mode else converge
+
+
+SHELF_TAG = "gpu_lab:shelf"
+
+
+def shelf_name(lab: str, when: float) -> str:
+    """An image name unique in the region: '<lab>-shelf-20261203-140501'."""
+    return f"{lab}-shelf-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(when))}"
+
+
+def shelf_tags(params: dict[str, Any], known: dict[str, Any]) -> dict[str, str]:
+    """The shelf's tags: the lab's, what its instance recorded (the type asked for, auto-stop...),
+    and where it came from (its instance, type, zone and market)."""
+    kept = {k: str(v) for k, v in (known.get("tags") or {}).items() if k.startswith("gpu_lab:")}
+    return {**kept, **{k: str(v) for k, v in params["tags"].items()}, SHELF_TAG: "true",
+            "gpu_lab:shelf_of": known["id"], "gpu_lab:shelf_type": known.get("type", ""),
+            "gpu_lab:shelf_zone": known.get("zone", ""), "gpu_lab:shelf_market": known.get("market") or "on-demand",
+            "Name": f"{params['lab']}-shelf"}
+
+
+def plan_shelve(params: dict[str, Any], region: Region) -> dict[str, Any]:
+    """Check mode, O(state=shelved): what shelve() would do; nothing done."""
+    known = params["instance"] or {}
+    if not known:
+        return {"changed": False, "planned": [], "shelf": (params["shelves"] or [{}])[0], "removed": nothing_removed()}
+    planned = [f"stop {known['id']}"] if known.get("state") != "stopped" else []
+    planned.append(f"make an image of {known['id']} (no reboot) and wait until it is available")
+    planned += [f"release {a['public_ip']}" for a in params["addresses"]]
+    if known.get("spot_request_id"):
+        planned.append(f"cancel spot request {known['spot_request_id']}")
+    planned.append(f"terminate {known['id']}")
+    return {"changed": True, "planned": planned, "shelf": {}, "removed": nothing_removed()}
+
+
+def shelve(params: dict[str, Any], region: Region) -> dict[str, Any]:
+    """O(state=shelved): the lab's instance (stopped first if it runs) as an image of its disk
+    (CreateImage without reboot, image and snapshots tagged as the lab's shelf), then, once the
+    image is available, its spot request cancelled, the instance terminated and its Elastic IP
+    released: what is left bills only the snapshots. A lab already shelved: nothing to do. An
+    image made by an earlier run that stopped half-way is used, not made again."""
+    known = params["instance"] or {}
+    if not known:
+        return {"changed": False, "shelf": (params["shelves"] or [{}])[0], "removed": nothing_removed()}
+    ec2 = region.ec2
+    try:
+        if known.get("state") != "stopped":
+            _stop_region(region, [{"instance": known, "wait_timeout": params["wait_timeout"]}])
+        made = next((dict(s) for s in params["shelves"]
+                     if (s.get("tags") or {}).get("gpu_lab:shelf_of") == known["id"]), None)
+        if made is None:
+            tags = [{"Key": k, "Value": v} for k, v in shelf_tags(params, known).items()]
+            image_id = ec2.create_image(InstanceId=known["id"], Name=shelf_name(params["lab"], time.time()),
+                                        Description=f"gpu_lab shelf of lab {params['lab']} ({known['id']})",
+                                        NoReboot=True, TagSpecifications=[{"ResourceType": "image", "Tags": tags},
+                                                                          {"ResourceType": "snapshot", "Tags": tags}]
+                                        )["ImageId"]
+            made = {"image_id": image_id}
+        image = _image_available(ec2, made["image_id"], params["wait_timeout"])
+        removal = LabRemoval({**params, "instances": [known], "security_group_id": "", "key_name": "",
+                              "orphans": [], "shelves": []}, region)
+        removed = removal.run()["removed"]
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        raise _failure_of(e, f"Could not shelve lab {params['lab']}") from e
+    shelf = {"image_id": image["ImageId"], "name": image.get("Name", ""),
+             "creation_date": image.get("CreationDate", ""),
+             "snapshot_ids": [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", [])
+                              if m.get("Ebs", {}).get("SnapshotId")],
+             "size_gib": sum(int(m["Ebs"].get("VolumeSize") or 0) for m in image.get("BlockDeviceMappings", [])
+                             if "Ebs" in m)}
+    return {"changed": True, "shelf": shelf, "removed": removed}
+
+
+def _image_available(ec2: Any, image_id: str, timeout: float) -> dict[str, Any]:
+    """Waits until the image is available (AWS takes minutes for a 100 GiB disk); the image."""
+    deadline = time.monotonic() + timeout
+    delay = 1.0
+    while True:
+        images = ec2.describe_images(ImageIds=[image_id])["Images"]
+        state = images[0].get("State", "") if images else "missing"
+        if state == "available":
+            return images[0]
+        if state in ("failed", "error", "invalid", "deregistered", "missing"):
+            raise LabFailure(f"The image {image_id} of the lab's disk is {state}: nothing was terminated; run "
+                             "shelve.yml again.")
+        if time.monotonic() > deadline:
+            raise LabFailure(f"The image {image_id} of the lab's disk was not available after {int(timeout)} s "
+                             "(it is still being made): nothing was terminated; run shelve.yml again later.")
+        time.sleep(delay)
+        delay = min(delay * 2, 15)
 
 
 def converge_labs(module: AnsibleAWSModule, given: list[dict[str, Any]],
@@ -1504,7 +1819,7 @@ def main() -> None:
             **{k: v for k, v in LAB_OPTIONS.items() if k not in ("lab", "region")},
             "lab": {"type": "str"},
             "labs": {"type": "list", "elements": "dict"},
-            "state": {"type": "str", "choices": ["present", "absent", "stopped"], "default": "present"},
+            "state": {"type": "str", "choices": ["present", "absent", "stopped", "shelved"], "default": "present"},
         },
         required_one_of=[["lab", "labs"]],
         mutually_exclusive=[["lab", "labs"]],

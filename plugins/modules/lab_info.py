@@ -307,6 +307,27 @@ instance:
       description: Why it is in its state (when a stopped instance stopped), or empty.
       type: str
       sample: User initiated (2026-11-26 10:00:00 GMT)
+    state_reason_code:
+      description: EC2's code of its last state change, e.g. C(Server.SpotInstanceShutdown) when AWS
+        interrupted a Spot Instance, C(Client.UserInitiatedShutdown); empty when none.
+      type: str
+      sample: Client.UserInitiatedShutdown
+    market:
+      description: C(spot) for a Spot Instance, else C(on-demand) (what the instance is, whatever the settings say).
+      type: str
+      sample: on-demand
+    spot_request_id:
+      description: The ID of the Spot Instance request of a Spot Instance, or empty.
+      type: str
+      sample: ''
+    spot_request:
+      description:
+        - The Spot Instance request of a Spot Instance (empty dict otherwise) - C(id), C(state) (C(active),
+          C(open) while AWS holds it stopped after an interruption, C(disabled) after the owner stopped it,
+          C(cancelled)), C(status) (e.g. C(instance-stopped-no-capacity)), C(type), C(interruption_behavior),
+          C(updated).
+      type: dict
+      sample: {}
     tags:
       description: Its tags; C(gpu_lab:instance_type) is the type asked for at launch.
       type: dict
@@ -540,7 +561,8 @@ orphans:
     - {kind: security_group, id: sg-0abc, lab: csdl, detail: csdl-ssh, summary: security group csdl-ssh of lab csdl}
   contains:
     kind:
-      description: C(elastic_ip), C(security_group) or C(key_pair).
+      description: C(elastic_ip), C(security_group), C(key_pair) or C(snapshot) (a shelf's snapshot whose image is
+        gone).
       type: str
       sample: security_group
     id:
@@ -649,13 +671,109 @@ quota:
       type: dict
       sample: {L-DB2E81BA: 0.0}
     running_vcpus:
-      description: The vCPUs running per instance type in the region, any lab's or not.
+      description: The vCPUs running on demand per instance type in the region, any lab's or not.
       type: dict
       sample: {g4dn.xlarge: 4}
+    running_spot_vcpus:
+      description: The vCPUs running as Spot Instances per instance type in the region.
+      type: dict
+      sample: {}
     unavailable:
       description: Why Service Quotas could not be read, such as C(AccessDeniedException); empty when it could.
       type: str
       sample: ''
+shelf:
+  description:
+    - The lab's newest shelf - the image shelve.yml (or an archiving teardown) made of its stopped instance, tagged
+      C(gpu_lab:shelf) - with C(image_id), C(name), C(creation_date), C(state), C(root_device_name), C(size_gib),
+      C(snapshot_ids), C(tags); empty when it has none. A lab with a shelf and no instance launches from it (RV(image)).
+  returned: always
+  type: dict
+  version_added: 1.1.0
+  sample: {image_id: ami-0abc, name: csdl-shelf-20261203-140501, creation_date: '2026-12-03T14:05:01.000Z',
+           state: available, root_device_name: /dev/sda1, size_gib: 100, snapshot_ids: [snap-0abc],
+           tags: {'gpu_lab:lab': csdl, 'gpu_lab:shelf': 'true'}}
+  contains: &shelf
+    image_id:
+      description: The image of the lab's disk.
+      type: str
+      sample: ami-0abc
+    name:
+      description: Its name.
+      type: str
+      sample: csdl-shelf-20261203-140501
+    creation_date:
+      description: When AWS made it.
+      type: str
+      sample: '2026-12-03T14:05:01.000Z'
+    state:
+      description: C(pending) while AWS makes it, then C(available).
+      type: str
+      sample: available
+    root_device_name:
+      description: Its root device.
+      type: str
+      sample: /dev/sda1
+    root_size_gib:
+      description: The size of its root volume in GiB.
+      type: int
+      sample: 100
+    architecture:
+      description: What it runs, C(x86_64) or C(arm64).
+      type: str
+      sample: x86_64
+    source:
+      description: C(shelf).
+      type: str
+      sample: shelf
+    size_gib:
+      description: The size of all its volumes in GiB (at most what its snapshots bill).
+      type: int
+      sample: 100
+    snapshot_ids:
+      description: Its snapshots.
+      type: list
+      elements: str
+      sample: [snap-0abc]
+    tags:
+      description: Its tags - the lab's, C(gpu_lab:shelf), and where it came from (C(gpu_lab:shelf_of),
+        C(gpu_lab:shelf_type), C(gpu_lab:shelf_zone), C(gpu_lab:shelf_market)).
+      type: dict
+      sample: {'gpu_lab:lab': csdl, 'gpu_lab:shelf': 'true'}
+shelves:
+  description: Every shelf of the lab, newest first (each as RV(shelf)).
+  returned: always
+  type: list
+  elements: dict
+  version_added: 1.1.0
+  sample: []
+  contains: *shelf
+spot_price:
+  description:
+    - With O(volumes) (the status view), the current spot price of the lab's instance type in its zone
+      (DescribeSpotPriceHistory) - C(usd_per_hour), C(type), C(zone), C(at); empty without an instance
+      or an answer.
+  returned: always
+  type: dict
+  version_added: 1.1.0
+  sample: {usd_per_hour: 0.3058, type: g6.xlarge, zone: us-east-1a, at: '2026-12-03T12:00:00+00:00'}
+  contains:
+    usd_per_hour:
+      description: The spot price now, USD per hour.
+      type: float
+      sample: 0.3058
+    type:
+      description: The instance type.
+      type: str
+      sample: g6.xlarge
+    zone:
+      description: The zone.
+      type: str
+      sample: us-east-1a
+    at:
+      description: Since when AWS charges that price (ISO 8601).
+      type: str
+      sample: '2026-12-03T12:00:00+00:00'
 quota_requests:
   description:
     - With O(quota.requests), the open increase requests of the lab's quota codes in its region;
@@ -693,6 +811,7 @@ quota_requests:
       sample: '2026-09-01T10:00:00+00:00'
 """
 
+import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -777,8 +896,53 @@ def _instance_summary(i: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]
                                 if "Ebs" in m and m.get("DeviceName") == root), ""),
         # "User initiated (2026-11-26 10:00:00 GMT)": when a stopped instance stopped.
         "state_reason": i.get("StateTransitionReason", ""),
+        "state_reason_code": (i.get("StateReason") or {}).get("Code", ""),
+        "market": "spot" if i.get("InstanceLifecycle") == "spot" else "on-demand",
+        "spot_request_id": i.get("SpotInstanceRequestId", ""),
+        "spot_request": {},  # filled in by _spot_requests
         "tags": tags,
     }
+
+
+def _spot_requests(ec2: Any, instances: list[dict[str, Any]]) -> None:
+    """The Spot Instance request of each Spot Instance, into its ``spot_request``: one call."""
+    ids = [i["spot_request_id"] for i in instances if i.get("spot_request_id")]
+    if not ids:
+        return
+    described = {}
+    for chunk in _chunks(ids):
+        for r in ec2.describe_spot_instance_requests(SpotInstanceRequestIds=chunk)["SpotInstanceRequests"]:
+            updated = (r.get("Status") or {}).get("UpdateTime")
+            described[r["SpotInstanceRequestId"]] = {
+                "id": r["SpotInstanceRequestId"], "state": r.get("State", ""),
+                "status": (r.get("Status") or {}).get("Code", ""), "type": r.get("Type", ""),
+                "interruption_behavior": r.get("InstanceInterruptionBehavior", ""),
+                "updated": updated.isoformat() if hasattr(updated, "isoformat") else str(updated or "")}
+    for i in instances:
+        i["spot_request"] = described.get(i.get("spot_request_id", ""), {})
+
+
+def _spot_prices(ec2: Any, instances: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The current spot price of each (type, zone) the instances run in: one call per type."""
+    by_type: dict[str, set[str]] = {}
+    for i in instances:
+        by_type.setdefault(i["type"], set()).add(i["zone"])
+    prices: dict[tuple[str, str], dict[str, Any]] = {}
+    for kind, zones in by_type.items():
+        try:
+            history = ec2.describe_spot_price_history(
+                InstanceTypes=[kind], ProductDescriptions=["Linux/UNIX"],
+                StartTime=dt.datetime.now(dt.timezone.utc),  # noqa: UP017 - modules run on Python 3.8 too
+                Filters=[{"Name": "availability-zone", "Values": sorted(zones)}])["SpotPriceHistory"]
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError):
+            continue  # the status view shows what it can
+        for h in history:
+            key = (kind, h["AvailabilityZone"])
+            when = h.get("Timestamp")
+            if key not in prices:  # newest first
+                prices[key] = {"usd_per_hour": float(h["SpotPrice"]), "zone": h["AvailabilityZone"], "type": kind,
+                               "at": when.isoformat() if hasattr(when, "isoformat") else str(when or "")}
+    return prices
 
 
 def _addresses(ec2: Any, labs: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -1008,6 +1172,30 @@ def _image_summary(image: dict[str, Any], source: str) -> dict[str, Any]:
             "architecture": image.get("Architecture", ""), "source": source}
 
 
+SHELF_TAG = "gpu_lab:shelf"  # on the image (and its snapshots) shelve.yml makes of a lab's stopped instance
+
+
+def _shelves(ec2: Any, labs: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each lab's shelf images (its own, tagged by shelve.yml or an archiving teardown), newest first."""
+    found: list[dict[str, Any]] = []
+    for chunk in _chunks(labs):
+        found += ec2.describe_images(Owners=["self"], Filters=[
+            {"Name": "tag:gpu_lab:lab", "Values": chunk}, {"Name": f"tag:{SHELF_TAG}", "Values": ["true"]}])["Images"]
+    found.sort(key=lambda i: i.get("CreationDate", ""), reverse=True)
+    by_lab: dict[str, list[dict[str, Any]]] = {lab: [] for lab in labs}
+    for image in found:
+        tags = boto3_tag_list_to_ansible_dict(image.get("Tags", []))
+        if tags.get("gpu_lab:lab") in by_lab:
+            summary = _image_summary(image, "shelf")
+            mappings = image.get("BlockDeviceMappings", [])
+            summary.update(state=image.get("State", ""), tags=tags, snapshot_ids=[
+                m["Ebs"]["SnapshotId"] for m in mappings if m.get("Ebs", {}).get("SnapshotId")],
+                size_gib=sum(int(m["Ebs"].get("VolumeSize") or 0) for m in image.get("BlockDeviceMappings", [])
+                             if "Ebs" in m))
+            by_lab[tags["gpu_lab:lab"]].append(summary)
+    return by_lab
+
+
 def _volumes(ec2: Any, volume_ids: list[str]) -> list[dict[str, Any]]:
     """The volumes asked for, one call per 200 of them; by filter, as a volume deleted
     meanwhile would fail a call that names it (InvalidVolume.NotFound)."""
@@ -1030,6 +1218,11 @@ def _orphans(ec2: Any) -> list[dict[str, Any]]:
         addresses = pool.submit(lambda: ec2.describe_addresses(Filters=managed)["Addresses"])
         groups = pool.submit(lambda: ec2.describe_security_groups(Filters=managed)["SecurityGroups"])
         keys = pool.submit(lambda: ec2.describe_key_pairs(Filters=managed)["KeyPairs"])
+        snapshots = pool.submit(lambda: [s for page in ec2.get_paginator("describe_snapshots").paginate(
+            OwnerIds=["self"], Filters=managed) for s in page["Snapshots"]])
+        images = pool.submit(lambda: ec2.describe_images(Owners=["self"], Filters=managed)["Images"])
+    used_snapshots = {m["Ebs"]["SnapshotId"] for i in images.result() for m in i.get("BlockDeviceMappings", [])
+                      if m.get("Ebs", {}).get("SnapshotId")}
     live_ids = {i["InstanceId"] for i in live.result()}
     live_labs = {boto3_tag_list_to_ansible_dict(i.get("Tags", [])).get("gpu_lab:lab") for i in live.result()}
 
@@ -1044,6 +1237,10 @@ def _orphans(ec2: Any) -> list[dict[str, Any]]:
     found += [{"kind": "key_pair", "id": k.get("KeyPairId", k["KeyName"]), "lab": lab_of(k),
                "detail": k["KeyName"]}
               for k in keys.result() if lab_of(k) not in live_labs]
+    # A shelf's snapshot whose image is gone (a restore or teardown that stopped half-way).
+    found += [{"kind": "snapshot", "id": s["SnapshotId"], "lab": lab_of(s),
+               "detail": f"{s['SnapshotId']} ({s.get('VolumeSize', 0)} GiB)"}
+              for s in snapshots.result() if s["SnapshotId"] not in used_snapshots]
     for orphan in found:
         orphan["summary"] = f"{orphan['kind'].replace('_', ' ')} {orphan['detail']} of lab {orphan['lab']}"
     return found
@@ -1066,18 +1263,19 @@ def _quotas(module: AnsibleAWSModule, region: str | None, ec2: Any, codes: list[
         quota = quotas.get_service_quota(ServiceCode="ec2", QuotaCode=code)["Quota"]
         return quota.get("Value")
 
-    def running() -> dict[str, int]:
-        counts: dict[str, int] = {}
+    def running() -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {"on-demand": {}, "spot": {}}
         pages = ec2.get_paginator("describe_instances").paginate(
             Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
         for i in (i for page in pages for r in page["Reservations"] for i in r["Instances"]):
-            counts[i["InstanceType"]] = counts.get(i["InstanceType"], 0) + 1
+            market = counts["spot" if i.get("InstanceLifecycle") == "spot" else "on-demand"]
+            market[i["InstanceType"]] = market.get(i["InstanceType"], 0) + 1
         return counts
 
     with ThreadPoolExecutor(max_workers=max(2, len(codes) + 1)) as pool:
         values = {code: pool.submit(value, code) for code in codes}
         counts = pool.submit(running)
-        found: dict[str, Any] = {"applied": {}, "running_vcpus": {}, "unavailable": ""}
+        found: dict[str, Any] = {"applied": {}, "running_vcpus": {}, "running_spot_vcpus": {}, "unavailable": ""}
         for code, job in values.items():
             try:
                 found["applied"][code] = job.result()
@@ -1090,10 +1288,11 @@ def _quotas(module: AnsibleAWSModule, region: str | None, ec2: Any, codes: list[
                 found["unavailable"] = found["unavailable"] or (timeout_message(e) if is_timeout(e) else str(e))
                 found["applied"][code] = None
         running_counts = counts.result()
-    unknown = [t for t in running_counts if t not in described]
-    more = {t["name"]: t for t in _instance_types(ec2, unknown)} if unknown else {}
-    found["running_vcpus"] = {t: n * int((described.get(t) or more.get(t) or {}).get("vcpus") or 0)
-                              for t, n in running_counts.items()}
+    unknown = [t for counts in running_counts.values() for t in counts if t not in described]
+    more = {t["name"]: t for t in _instance_types(ec2, list(dict.fromkeys(unknown)))} if unknown else {}
+    for key, market in (("running_vcpus", "on-demand"), ("running_spot_vcpus", "spot")):
+        found[key] = {t: n * int((described.get(t) or more.get(t) or {}).get("vcpus") or 0)
+                      for t, n in running_counts[market].items()}
     return found
 
 
@@ -1192,9 +1391,13 @@ def discover(module: AnsibleAWSModule, region: str | None, labs: list[dict[str, 
             "key_pair": pool.submit(_key_pairs, ec2, [lab["key_name"] or "" for lab in labs]),
             "instance_types": pool.submit(_instance_types, ec2, types),
             "orphans": pool.submit(_orphans, ec2) if orphans else None,
+            "shelves": pool.submit(_shelves, ec2, names),
         }
         found = {kind: job.result() if job else [] for kind, job in jobs.items()}
     described = {t["name"]: t for t in found["instance_types"]}
+    live = [i for lab in names for i in found["instances"][lab]]
+    _spot_requests(ec2, live)
+    spot_prices = _spot_prices(ec2, [i for lab in names for i in found["instances"][lab][:1]]) if volumes else {}
     # The quotas a new instance must fit in, and the open requests: read while the image is resolved.
     quota_pool = ThreadPoolExecutor(max_workers=1)
     quota_job = quota_pool.submit(_region_quotas, module, region, ec2, labs, found["instances"], described)
@@ -1216,6 +1419,9 @@ def discover(module: AnsibleAWSModule, region: str | None, labs: list[dict[str, 
     def image_of(lab: dict[str, Any], instances: list[dict[str, Any]]) -> dict[str, Any]:
         if instances:
             return images.get(instances[0].get("image", ""), {}) if volumes else {}
+        shelf = found["shelves"][lab["lab"]]
+        if shelf:  # a shelved lab comes back from its own disk, whatever image the settings name
+            return shelf[0]
         if not lab["image"]:
             return {}
         architecture = dlami.architecture_of([described[t] for t in lab["instance_types"]])
@@ -1251,6 +1457,9 @@ def discover(module: AnsibleAWSModule, region: str | None, labs: list[dict[str, 
             "drift": drift(lab["lab"], instances[0] if instances else {}, lab.get("wanted"), root.get("size_gib")),
             "elsewhere": [],  # other_regions: filled in by discover_all, which asks every region once
             "quota": region_quota if (lab.get("quota") or {}).get("check") and not instances else {},
+            "spot_price": spot_prices.get((instances[0]["type"], instances[0]["zone"]), {}) if instances else {},
+            "shelf": found["shelves"][lab["lab"]][0] if found["shelves"][lab["lab"]] else {},
+            "shelves": found["shelves"][lab["lab"]],
             "quota_requests": [r for code in (lab.get("quota") or {}).get("codes", [])
                                for r in quota_requests.get(code, [])]
             if (lab.get("quota") or {}).get("requests") else [],

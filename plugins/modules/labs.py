@@ -30,7 +30,9 @@ options:
       - C(check) - the lab's settings and what AWS says, before anything is created.
       - C(launch) - bring the lab up (key pair, security group, instance, Elastic IP).
       - C(start), C(stop) - start or stop the lab's instance (disk and address are kept).
-      - C(status) - the lab's state and cost (read-only).
+      - C(status) - the lab's state and cost; read-only but for the labs stopped longer than their
+        C(gpu_lab_shelve_after_days) (0, the default - never), which are shelved first.
+      - C(shelve) - keep only an image of the lab's disk (its shelf); instance and Elastic IP go.
       - C(confirm_teardown) - what a teardown deletes, the question that names it and what
         answers it (nothing is asked or removed).
       - C(teardown) - remove everything the lab has in AWS, and its key file here.
@@ -42,8 +44,8 @@ options:
         start the instance again if it ran before.
     type: str
     required: true
-    choices: [find, check, launch, start, stop, status, confirm_teardown, teardown, confirm_recover, recover_key,
-              finish_recover]
+    choices: [find, check, launch, start, stop, status, shelve, confirm_teardown, teardown, confirm_recover,
+              recover_key, finish_recover]
   options:
     description:
       - The step's own options.

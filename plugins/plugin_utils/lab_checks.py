@@ -150,7 +150,27 @@ def settings_problems(lab: LabSettings, regions: list[str]) -> list[str]:
     if WORLD in lab.ssh_cidrs and not lab.allow_world_ssh:
         problems.append("SSH source 0.0.0.0/0 opens the server to the whole internet: set gpu_lab_ssh_cidr to "
                         "your address (/32), or add -e gpu_lab_allow_world_ssh=true if you really mean it.")
+    return problems + market_problems(lab)
+
+
+MARKETS = ("on-demand", "spot")
+
+
+def market_problems(lab: LabSettings) -> list[str]:
+    """gpu_lab_market and the spot price cap."""
+    problems = []
+    if lab.market not in MARKETS:
+        problems.append(f"Market '{lab.given.get('market', lab.market)}' is not valid: set gpu_lab_market to "
+                        "on-demand or spot.")
+    if lab.spot_max_price and not price_ok(lab.spot_max_price):
+        problems.append(f"Spot price cap '{lab.spot_max_price}' is not valid: set gpu_lab_spot_max_price to a "
+                        "price in USD per hour such as 0.40, or to '' to pay up to the on-demand price.")
     return problems
+
+
+def price_ok(text: str) -> bool:
+    """A positive price in USD with at most 6 decimals (what EC2's MaxPrice takes)."""
+    return re.match(r"^([0-9]+|[0-9]*\.[0-9]{1,6})$", text) is not None and float(text) > 0
 
 
 def volume_size_ok(value: Any) -> bool:

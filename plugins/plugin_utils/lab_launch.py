@@ -63,40 +63,55 @@ def check_step(run: Run) -> dict[str, Part]:
 
 
 def fit_quotas(run: Run, parts: dict[str, Part]) -> None:
-    """The vCPU quota, before anything is created: for each region, the labs that passed the
-    checks and need a new instance, in play order (lab_quota.decide). A lab that fits keeps
-    the candidates that fit (``candidates``; the others are ``quota_skipped`` attempts); one
-    that does not fails with the one message. Service Quotas unreadable: said once per region,
-    and RunInstances decides. With gpu_lab_request_quota, one request per quota and region."""
+    """The vCPU quotas, before anything is created: for each region, the labs that passed the
+    checks and need a new instance, in play order (lab_quota.decide), in each market a lab may
+    launch in (a spot lab: the spot quota, then the on-demand one for its last resort, counted
+    after the on-demand labs). A lab keeps the candidates that fit (``candidates`` on demand,
+    ``spot_candidates``; the others are ``quota_skipped`` attempts); one with none in any market
+    fails with the one message. Service Quotas unreadable: said once per region, and
+    RunInstances decides. With gpu_lab_request_quota, one request per quota and region for the
+    lab's own market."""
     by_region: dict[str, list[str]] = {}
     for host, part in parts.items():
         if not part.get("failed") and part["found"].get("quota"):
             by_region.setdefault(str(part["found"].get("region") or run.labs[host].region), []).append(host)
-    fits: dict[str, lab_quota.Fit] = {}
+    fits: dict[str, dict[str, lab_quota.Fit]] = {}
     regions: dict[str, str] = {}
     for region, hosts in by_region.items():
         read = parts[hosts[0]]["found"]["quota"]
         quotas = lab_quota.RegionQuotas(region, dict(read.get("applied") or {}),
-                                        lab_quota.in_use(read.get("running_vcpus") or {}),
+                                        lab_quota.in_use(read.get("running_vcpus") or {},
+                                                         read.get("running_spot_vcpus") or {}),
                                         str(read.get("unavailable") or ""))
         if quotas.unavailable:
             run.warn(lab_quota.unavailable_warning(region, quotas.unavailable))
-        wants = []
-        for host in hosts:
+        wants: dict[str, list[lab_quota.Want]] = {"spot": [], "on-demand": []}
+        # On demand: the on-demand labs first, then the spot labs' last resort.
+        for host in sorted(hosts, key=lambda h: run.labs[h].markets[0] == "spot"):
+            lab = run.labs[host]
             vcpus = {t.get("name"): int(t.get("vcpus") or 0) for t in parts[host]["found"].get("instance_types") or []}
-            wants.append(lab_quota.Want(run.labs[host].name, [(t, vcpus.get(t, 0)) for t in run.labs[host].candidates]))
-        decided = lab_quota.decide(quotas, wants)
-        fits.update({host: decided[run.labs[host].name] for host in hosts})
+            for market in lab.markets:
+                wants[market].append(lab_quota.Want(lab.name, [(t, vcpus.get(t, 0)) for t in lab.candidates], market))
+        decided = {market: lab_quota.decide(quotas, market_wants) for market, market_wants in wants.items()}
+        for host in hosts:
+            lab = run.labs[host]
+            fits[host] = {market: decided[market][lab.name] for market in lab.markets}
         regions.update(dict.fromkeys(hosts, region))
-    said = request_quotas(run, {h: f for h, f in fits.items() if run.labs[h].request_quota}, regions)
-    for host, fit in fits.items():
+    said = request_quotas(run, {h: f[run.labs[h].markets[0]] for h, f in fits.items() if run.labs[h].request_quota},
+                          regions)
+    for host, by_market in fits.items():
         part, note = parts[host], said.get(host, "")
-        if not fit.fits:
+        if not any(fit.fits for fit in by_market.values()):
+            first = by_market[run.labs[host].markets[0]]
+            others = " ".join(f.facts for m, f in by_market.items() if m != run.labs[host].markets[0])
             again = " Run launch.yml again once AWS approved it." if note and "status" in note else ""
-            parts[host] = failed(f"{fit.facts} {note}{again}" if note else fit.msg)
+            said_first = f"{first.facts} {note}{again}" if note else first.msg
+            parts[host] = failed(f"{said_first} {others}".strip())
             continue
-        part["candidates"] = fit.candidates
-        part["quota_skipped"] = fit.skipped
+        part["candidates"] = by_market["on-demand"].candidates if "on-demand" in by_market else []
+        if "spot" in by_market:
+            part["spot_candidates"] = by_market["spot"].candidates
+        part["quota_skipped"] = [s for fit in by_market.values() for s in fit.skipped]
         part["quota_notes"] = [note] if note else []
 
 

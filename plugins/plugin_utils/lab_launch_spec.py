@@ -40,8 +40,8 @@ def needs_run(found: dict[str, Any]) -> bool:
     """Whether lab_host has anything to do: a change to apply, an instance to launch or
     start, or an address to associate."""
     instance = found.get("instance") or {}
-    if drift_apply(found) or instance.get("state", "absent") != "running":
-        return True
+    if drift_apply(found) or instance.get("state", "absent") != "running" or found.get("shelves"):
+        return True  # (a shelf left by a launch from it that stopped half-way: lab_host deletes it)
     return not any(a.get("instance_id") == instance.get("id") for a in found.get("addresses") or [])
 
 
@@ -67,8 +67,11 @@ def run_spec(lab: LabSettings, checked: dict[str, Any], local_public: str, rotat
         "region": lab.region,
         "instance": instance,
         "addresses": found.get("addresses") or [],
-        # The candidates the vCPU quota leaves (the check step's; all of them when it was not read).
-        "instance_types": checked.get("candidates") or lab.candidates,
+        # The candidates the vCPU quotas leave in each market the lab launches in (the check
+        # step's; all of them when the quotas were not read): spot first, on demand last.
+        "instance_types": market_candidates(lab, checked, "on-demand"),
+        "spot_instance_types": market_candidates(lab, checked, "spot"),
+        "spot_max_price": lab.spot_max_price,
         "zones": lab.zones,
         "image_id": image.get("image_id"),
         "root_device_name": image.get("root_device_name", DEFAULT_ROOT_DEVICE),
@@ -83,8 +86,19 @@ def run_spec(lab: LabSettings, checked: dict[str, Any], local_public: str, rotat
         # A changed setting AWS can apply to the lab that exists (a bigger volume; another type
         # while stopped): lab_info's drift, applied by lab_host.
         "modify": drift or None,
+        # A shelved lab launches from its shelf (lab_info gives it as the image); once it runs, they go.
+        "shelves": found.get("shelves") or [],
         "wait_timeout": lab.instance_timeout,
     }
+
+
+def market_candidates(lab: LabSettings, checked: dict[str, Any], market: str) -> list[str]:
+    """The candidate types a new instance is tried as in the market ([] when the lab does not
+    launch in it)."""
+    if market not in lab.markets:
+        return []
+    key = "spot_candidates" if market == "spot" else "candidates"
+    return list(checked[key]) if key in checked else lab.candidates
 
 
 def with_quota(checked: dict[str, Any], ran: dict[str, Any]) -> dict[str, Any]:
@@ -104,12 +118,23 @@ def launch_note(lab: LabSettings, found: dict[str, Any], ran: dict[str, Any]) ->
     sentences = []
     if ran.get("launched"):
         instance, attempts = ran["instance"], ran.get("attempts") or []
-        before = "".join(f"{', after ' if n == 0 else '; '}{a['type']} in {a.get('zone') or 'no zone'}: "
-                         f"{a.get('code') or a.get('outcome')}" for n, a in enumerate(attempts[:-1]))
-        sentences.append(f"Launched {instance['type']} in {instance['zone']}{before}.")
+        spot = "spot" in lab.markets
+        before = "".join(f"{', after ' if n == 0 else '; '}{a['type']}{market_of(a, spot)} in "
+                         f"{a.get('zone') or 'no zone'}: {a.get('code') or a.get('outcome')}"
+                         for n, a in enumerate(attempts[:-1]))
+        got = (" as a spot instance" if instance.get("market") == "spot" else " on demand") if spot else ""
+        sentences.append(f"Launched {instance['type']}{got} in {instance['zone']}{before}.")
+        if spot and instance.get("market") != "spot":
+            sentences.append("No candidate type had spot capacity (or spot quota) in any zone: it runs on demand "
+                             "(gpu_lab_spot_fallback_on_demand) and bills the on-demand price.")
         sentences += image_notes(found.get("image") or {})
     sentences += [*(ran.get("notes") or []), *((found.get("drift") or {}).get("notes") or []), *kept(lab, found)]
     return " ".join(sentences)
+
+
+def market_of(attempt: dict[str, Any], spot: bool) -> str:
+    """' (spot)' or ' (on-demand)' after a spot lab's attempt ('' for an on-demand lab's)."""
+    return f" ({attempt.get('market') or 'on-demand'})" if spot else ""
 
 
 def image_notes(image: dict[str, Any]) -> list[str]:
@@ -131,6 +156,10 @@ def kept(lab: LabSettings, found: dict[str, Any]) -> list[str]:
     if lab.ami_id not in ("", instance.get("image")):
         notes.append(f"Lab {lab.name} keeps its image {instance.get('image')} (gpu_lab_ami_id {lab.ami_id} applies "
                      "to a new instance only: teardown.yml, then launch.yml, to change it).")
+    market = instance.get("market") or "on-demand"
+    if lab.market in ("on-demand", "spot") and lab.market != market:
+        notes.append(f"Lab {lab.name} stays {market} (gpu_lab_market {lab.market} applies to a new instance only: "
+                     "teardown.yml, then launch.yml, to change it).")
     if lab.zones and instance.get("zone") not in lab.zones:
         notes.append(f"Lab {lab.name} stays in {instance.get('zone')}, where its disk is (gpu_lab_zones applies to "
                      "a new instance only).")

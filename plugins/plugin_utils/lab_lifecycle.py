@@ -67,7 +67,10 @@ def start_step(run: Run) -> dict[str, Part]:
         instance = found.get("instance") or {}
         region = published["region"]
         if not instance:
-            parts[host] = failed(f"Lab {lab.name} has no instance in {region}; "
+            shelf = found.get("shelf") or {}
+            parts[host] = failed(f"Lab {lab.name} is shelved in {region} (its disk is the image {shelf['image_id']}): "
+                                 "`ansible-playbook launch.yml` brings it back from it." if shelf else
+                                 f"Lab {lab.name} has no instance in {region}; "
                                  "create it with `ansible-playbook launch.yml`.")
             continue
         addresses = found.get("addresses") or []
@@ -95,10 +98,12 @@ def start_note(lab: LabSettings, ran: Part) -> str:
     changed to and how to go back (lab_host's note); '' for a start AWS took at once."""
     attempts = ran.get("attempts") or []
     refused = [a for a in attempts if a.get("outcome") == "no capacity"]
-    if ran.get("failed") or not refused:
+    if ran.get("failed"):
         return ""
-    if ran.get("notes"):
+    if ran.get("notes"):  # a changed type, or an interrupted Spot Instance AWS started again
         return " ".join(str(n) for n in ran["notes"])
+    if not refused:
+        return ""
     started = next((a for a in reversed(attempts) if a.get("outcome") == "started"), {})
     codes = ", ".join(dict.fromkeys(str(a.get("code")) for a in refused))
     instance = ran.get("instance") or {}
@@ -178,6 +183,21 @@ def since_of(instance: dict[str, Any]) -> str:
     return match.group(0) if match else ""
 
 
+def hours_since(instance: dict[str, Any], now: dt.datetime) -> float | None:
+    """Hours the instance is in its state (None: not known)."""
+    since = since_of(instance)
+    return (now - dt.datetime.strptime(since, "%Y-%m-%d %H:%M:%S")).total_seconds() / 3600 if since else None
+
+
+def shelf_status(found: Found) -> dict[str, Any]:
+    """What status.yml shows of a lab's shelves: the newest, their size and what they cost a month."""
+    shelves = found.get("shelves") or []
+    gib = sum(int(s.get("size_gib") or 0) for s in shelves)
+    newest = shelves[0] if shelves else {}
+    return {"image_id": newest.get("image_id", ""), "created": str(newest.get("creation_date") or "")[:10],
+            "count": len(shelves), "size_gib": gib, "monthly_usd": lab_prices.shelf_monthly(gib)}
+
+
 def image_status(found: Found) -> dict[str, str]:
     """The instance's image (name, or id when it is gone; creation date) and what is newer, one
     sentence or '' (lab_info with details: dlami.newer, or why it is not known)."""
@@ -196,9 +216,10 @@ def status_of(lab: LabSettings, region: str, found: Found, now: dt.datetime, *,
     test_status_cost.py checks it by hand)."""
     prices = prices or lab_prices.table(region)
     instance = found.get("instance") or {}
-    state = instance.get("state", "absent")
+    shelf = shelf_status(found)
+    state = instance.get("state", "shelved" if shelf["count"] else "absent")
     since = since_of(instance)
-    hours = round((now - dt.datetime.strptime(since, "%Y-%m-%d %H:%M:%S")).total_seconds() / 3600, 2) if since else 0.0
+    hours = round(hours_since(instance, now) or 0.0, 2)
     hourly = prices.hourly(instance.get("type", ""))
     disk_gib = int(sum(v.get("size_gib", 0) for v in found.get("volumes") or []))
     addresses = found.get("addresses") or []
@@ -214,6 +235,12 @@ def status_of(lab: LabSettings, region: str, found: Found, now: dt.datetime, *,
                         "teardown.yml removes them.")
     warnings += [f"Left over: {o.get('summary')}, used by no instance (teardown.yml -e gpu_lab_remove_orphans=true "
                  "removes it)." for o in orphans]
+    spot = spot_status(instance, found.get("spot_price") or {}, hourly)
+    if spot["interrupted"]:
+        warnings.insert(0, spot["interrupted"])
+    if shelf["count"] and instance:
+        warnings.append(f"A shelf image of this lab is left ({shelf['image_id']}, up to "
+                        f"${shelf['monthly_usd']:.2f}/month): launch.yml deletes it once the lab runs.")
     return {
         "lab": lab.name, "region": region, "state": state, "since_utc": since, "hours_in_state": hours,
         "instance_id": instance.get("id", ""), "type": instance.get("type", ""), "zone": instance.get("zone", ""),
@@ -225,7 +252,32 @@ def status_of(lab: LabSettings, region: str, found: Found, now: dt.datetime, *,
         "quota_requests": list(found.get("quota_requests") or []),
         # The instance's image and what is newer (find with details describes it; never replaced).
         "image": image_status(found),
+        # Spot or on demand (the instance's own market), the spot price now, an interruption.
+        "market": instance.get("market", "on-demand") if instance else "",
+        "spot": spot,
+        # A shelved lab's image of its disk (shelve.yml), what it costs a month at most.
+        "shelf": shelf,
     }
+
+
+def spot_status(instance: dict[str, Any], price: dict[str, Any], on_demand_hourly: float) -> dict[str, Any]:
+    """The spot price of the instance's type in its zone beside the on-demand one (what a spot lab
+    pays, or what an on-demand lab would), and, for a Spot Instance AWS interrupted, one sentence
+    that says when and what happens next."""
+    hourly = float(price.get("usd_per_hour") or 0)
+    saving = round(100 * (1 - hourly / on_demand_hourly)) if hourly and on_demand_hourly else 0
+    request = instance.get("spot_request") or {}
+    interrupted = ""
+    if instance.get("market") == "spot" and request.get("status") == "instance-stopped-no-capacity":
+        when = str(request.get("updated") or "")[:16].replace("T", " ")
+        at = f" at {when} UTC" if when else ""
+        code = instance.get("state_reason_code") or "Server.SpotInstanceShutdown"
+        interrupted = (f"Interrupted by AWS{at} ({code}): AWS took the spot capacity back and stopped the lab; its "
+                       "disk and address stay. Only AWS can start it again, and it does so by itself when it has "
+                       "capacity (idle auto-stop then stops it when nobody uses it); start.yml waits for that.")
+    return {"usd_per_hour": hourly, "zone": str(price.get("zone") or ""), "saving_percent": saving,
+            "request_state": str(request.get("state") or ""), "request_status": str(request.get("status") or ""),
+            "interrupted": interrupted}
 
 
 # --- step=confirm_teardown and step=teardown -----------------------------------------------
@@ -256,14 +308,18 @@ def confirm_teardown_step(run: Run) -> dict[str, Part]:
 def existing_of(lab: LabSettings, found: Found) -> list[str]:
     """What a teardown of the lab deletes, as find found it, in the words the prompt uses."""
     instance = found.get("instance") or {}
-    existing = ([f"instance {instance['id']} ({instance.get('state')}, {instance.get('type')}) with its disk and "
-                 "everything on it"] if instance else [])
+    disk = ("(its disk kept as an image: gpu_lab_keep_archive)" if lab.keep_archive
+            else "with its disk and everything on it")
+    existing = ([f"instance {instance['id']} ({instance.get('state')}, {instance.get('type')}) {disk}"]
+                if instance else [])
     existing += [f"Elastic IP {a.get('public_ip')}" for a in found.get("addresses") or []]
+    if not lab.keep_archive:
+        existing += [f"shelf {s.get('image_id')} (an image of the lab's disk)" for s in found.get("shelves") or []]
     if found.get("security_group"):
         existing.append(f"security group {lab.sg_name}")
-    if found.get("key_pair"):
+    if found.get("key_pair") and not lab.keep_archive:
         existing.append(f"key pair {lab.key_name}")
-    if not lab.key_pair_public_key and os.path.isfile(lab.key_file):
+    if not lab.key_pair_public_key and not lab.keep_archive and os.path.isfile(lab.key_file):
         existing.append(lab.key_file)
     return existing
 
@@ -293,47 +349,78 @@ def teardown_step(run: Run) -> dict[str, Part]:
     went, or would) and ``changed``; failed and msg when something could not be removed."""
     parts: dict[str, Part] = {}
     specs: dict[str, dict[str, Any]] = {}
+    archives: dict[str, dict[str, Any]] = {}
     for host, lab in run.labs.items():
         seen = looked_up(run, host, "teardown")
         if not isinstance(seen, tuple):
             parts[host] = seen
             continue
         found, published = seen
+        keep = lab.keep_archive and bool(found.get("instance"))
+        if keep:  # the disk is kept as the lab's shelf: the instance and address go with it
+            archives[host] = {"lab": lab.name, "region": published["region"], "instance": found["instance"],
+                              "addresses": found.get("addresses") or [], "shelves": found.get("shelves") or [],
+                              "tags": lab.tags, "wait_timeout": lab.instance_timeout}
         specs[host] = {
             "lab": lab.name, "region": published["region"],
-            "addresses": found.get("addresses") or [], "instances": found.get("instances") or [],
+            "addresses": [] if keep else found.get("addresses") or [],
+            "instances": [] if keep else found.get("instances") or [],
+            # A shelf goes with the lab, unless it is the archive this teardown keeps.
+            "shelves": [] if lab.keep_archive else found.get("shelves") or [],
             "security_group_id": (found.get("security_group") or {}).get("group_id", ""),
-            "key_name": lab.key_name if found.get("key_pair") else "",
+            # The archive comes back with the same key (launch.yml): its key pair stays.
+            "key_name": lab.key_name if found.get("key_pair") and not lab.keep_archive else "",
             "orphans": (found.get("orphans") or []) if lab.remove_orphans else [],
             "wait_timeout": lab.instance_timeout,
         }
+    archived = call_labs(run, archives, "shelved")
+    for host, ran in archived.items():
+        if ran.get("failed"):  # the disk could not be kept: nothing else is removed
+            parts[host] = failed(f"{ran.get('msg')} Nothing else was removed; run teardown.yml again.")
+            specs.pop(host)
     for host, removal in call_labs(run, specs, "absent").items():
-        parts[host] = removed_part(run.labs[host], removal, run.check_mode)
+        parts[host] = removed_part(run.labs[host], removal, run.check_mode, archived.get(host))
     return parts
 
 
-def removed_part(lab: LabSettings, removal: Part, check_mode: bool) -> Part:
+def removed_part(lab: LabSettings, removal: Part, check_mode: bool, archived: Part | None = None) -> Part:
     key_file = ""
-    if not removal.get("failed") and not lab.key_pair_public_key and os.path.isfile(lab.key_file):
+    if (not removal.get("failed") and not lab.key_pair_public_key and not lab.keep_archive
+            and os.path.isfile(lab.key_file)):
         key_file = lab.key_file
         if not check_mode:
             os.remove(key_file)
-    gone = removal.get("removed") or {}
-    planned = list(removal.get("planned") or []) + ([f"delete {key_file}"] if key_file and check_mode else [])
+    gone = dict(removal.get("removed") or {})
+    archive = dict((archived or {}).get("shelf") or {})
+    for kind, went in ((archived or {}).get("removed") or {}).items():  # what went with the archive made
+        if isinstance(went, list) and went:
+            gone[kind] = [*went, *(gone.get(kind) or [])]
+    planned = [*((archived or {}).get("planned") or []), *(removal.get("planned") or []),
+               *([f"delete {key_file}"] if key_file and check_mode else [])]
     message = removal_message(lab, gone, key_file, planned, check_mode)
+    if archive and not check_mode:
+        message += (f" Its disk is kept as the image {archive.get('image_id')} (at most "
+                    f"${lab_prices.shelf_monthly(int(archive.get('size_gib') or 0)):.2f}/month), with the key pair "
+                    f"{lab.key_name} and {lab.key_file}: launch.yml brings the lab back; teardown.yml without "
+                    "gpu_lab_keep_archive deletes it.")
     if removal.get("failed"):
         why = removal.get("msg") or f"Lab {lab.name} could not be removed."
         return failed(f"{why} (What was removed before that is listed above; run teardown.yml again.)",
                       changed=bool(removal.get("changed")), removed=gone, planned=planned, message=message)
-    return ok(bool(removal.get("changed")) or bool(key_file), removed=gone, planned=planned, message=message)
+    return ok(bool(removal.get("changed")) or bool(key_file) or bool((archived or {}).get("changed")), removed=gone,
+              planned=planned, message=message, **({"archive": archive} if archive else {}))
 
 
 def removal_message(lab: LabSettings, gone: dict[str, Any], key_file: str, planned: list[str], check_mode: bool) -> str:
     if check_mode:
         return f"Check mode: lab {lab.name} would {'; '.join(planned) or 'remove nothing: nothing is left'}."
     removed = [f"Elastic IP {ip}" for ip in gone.get("addresses") or []]
+    if gone.get("spot_requests"):
+        removed.append("spot request " + ", ".join(gone["spot_requests"]))
     if gone.get("instances"):
         removed.append("instance " + ", ".join(gone["instances"]))
+    if gone.get("shelves"):
+        removed.append("shelf " + ", ".join(gone["shelves"]) + " and its snapshots")
     if gone.get("security_group"):
         removed.append(f"security group {lab.sg_name}")
     if gone.get("key_pair"):

@@ -28,6 +28,9 @@ HOURLY_USD = {
 }
 GP3_GIB_MONTH_USD = 0.08
 PUBLIC_IPV4_HOUR_USD = 0.005
+# EBS snapshots (standard tier), per GiB-month: AWS bills the blocks stored, at most the volume's
+# size; the same in the regions gpu_lab prices (a shelved lab: lab_shelve.py).
+SNAPSHOT_GIB_MONTH_USD = 0.05
 HOURS_PER_MONTH = 730
 API = "AWS Price List API"
 
@@ -38,6 +41,11 @@ def hourly(instance_type: str) -> float | None:
 
 
 def disk_monthly(gib: float, gib_month_usd: float = GP3_GIB_MONTH_USD) -> float:
+    return round(gib * gib_month_usd, 2)
+
+
+def shelf_monthly(gib: float, gib_month_usd: float = SNAPSHOT_GIB_MONTH_USD) -> float:
+    """What a shelf of ``gib`` GiB of snapshots costs a month at most (AWS bills the blocks used)."""
     return round(gib * gib_month_usd, 2)
 
 

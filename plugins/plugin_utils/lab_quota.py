@@ -1,9 +1,10 @@
 # Copyright: gpu_lab developers
 # MIT License
-"""The on-demand vCPU quota, checked before a launch creates anything.
+"""The vCPU quotas (on-demand, and spot for a spot lab), checked before a launch creates anything.
 
 AWS limits the vCPUs an account runs on demand per region and per group of instance families
-(Service Quotas, service code ``ec2``). A new account's G and VT quota is usually 0, and
+(Service Quotas, service code ``ec2``), and the vCPUs of its Spot Instance requests the same way
+(its own quotas: All G and VT Spot Instance Requests...). A new account's G and VT quota is usually 0, and
 RunInstances then says ``VcpuLimitExceeded`` only after the key pair and the security group
 exist. Here, from what csdl.gpu_lab.lab_info read (each quota's value, the vCPUs that run in
 the region), the check step decides for every lab of a region in play order which candidates
@@ -28,6 +29,18 @@ QUOTA_NAMES = {
     "L-2C3B7624": "Running On-Demand Trn instances",
     "L-6E869C2A": "Running On-Demand DL instances",
 }
+# The spot quota of each group, by its on-demand quota (AWS's "Spot Instance quotas").
+SPOT_QUOTAS = {
+    "L-1216C47A": ("L-34B43A08", "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests"),
+    "L-DB2E81BA": ("L-3819A6DF", "All G and VT Spot Instance Requests"),
+    "L-417A185B": ("L-7212CCBC", "All P Spot Instance Requests"),
+    "L-74FC7D96": ("L-88CF9481", "All F Spot Instance Requests"),
+    "L-7295265B": ("L-E3A00192", "All X Spot Instance Requests"),
+    "L-1945791B": ("L-B5D1601B", "All Inf Spot Instance Requests"),
+    "L-2C3B7624": ("L-6B0D517C", "All Trn Spot Instance Requests"),
+    "L-6E869C2A": ("L-85EED4F7", "All DL Spot Instance Requests"),
+}
+QUOTA_NAMES.update(dict(SPOT_QUOTAS.values()))
 # A family's leading letters -> its quota. Families not named here (mac, u-, hpc) are left to
 # RunInstances: their quotas count other things (dedicated hosts) or are rare.
 FAMILY_QUOTAS = {
@@ -46,26 +59,30 @@ CONSOLE_PATH = ("Service Quotas console (https://console.aws.amazon.com/serviceq
                 "AWS services, Amazon Elastic Compute Cloud (Amazon EC2), {name}, Request increase at account level")
 
 
-def quota_code(instance_type: str) -> str:
-    """The quota code of the type's group ('' when gpu_lab does not check that group)."""
+def quota_code(instance_type: str, market: str = "on-demand") -> str:
+    """The quota code of the type's group in the market ('' when gpu_lab does not check that group)."""
     family = instance_type.split(".", 1)[0].lower()
     letters = re.match(r"[a-z]+", family)
-    return FAMILY_QUOTAS.get(letters.group(0), "") if letters else ""
+    code = FAMILY_QUOTAS.get(letters.group(0), "") if letters else ""
+    return SPOT_QUOTAS.get(code, ("", ""))[0] if market == "spot" and code else code
 
 
-def quota_codes(instance_types: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(c for c in map(quota_code, instance_types) if c))
+def quota_codes(instance_types: Iterable[str], markets: Iterable[str] = ("on-demand",)) -> list[str]:
+    types = list(instance_types)
+    return list(dict.fromkeys(c for m in markets for c in (quota_code(t, m) for t in types) if c))
 
 
 def quota_name(code: str) -> str:
     return QUOTA_NAMES.get(code, code)
 
 
-def in_use(running: Mapping[str, Any]) -> dict[str, int]:
-    """vCPUs running per quota code, from lab_info's vCPUs running per instance type."""
+def in_use(running: Mapping[str, Any], spot: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """vCPUs running per quota code, from lab_info's vCPUs running per instance type on demand
+    (``running``) and as Spot Instances (``spot``)."""
     used: dict[str, int] = {}
-    for instance_type, vcpus in running.items():
-        code = quota_code(instance_type)
+    for (instance_type, vcpus), market in [*((r, "on-demand") for r in running.items()),
+                                           *((r, "spot") for r in (spot or {}).items())]:
+        code = quota_code(instance_type, market)
         if code:
             used[code] = used.get(code, 0) + int(vcpus or 0)
     return used
@@ -77,6 +94,7 @@ class Want:
 
     lab: str
     candidates: list[tuple[str, int]]
+    market: str = "on-demand"
 
 
 @dataclass
@@ -125,7 +143,7 @@ def decide(quotas: RegionQuotas, wants: list[Want]) -> dict[str, Fit]:
         skipped: list[dict[str, Any]] = []
         first_taken: tuple[str, int] | None = None
         for instance_type, vcpus in want.candidates:
-            code = quota_code(instance_type)
+            code = quota_code(instance_type, want.market)
             limit = quotas.values.get(code) if code else None
             if limit is None or not vcpus:
                 kept.append(instance_type)
@@ -135,11 +153,11 @@ def decide(quotas: RegionQuotas, wants: list[Want]) -> dict[str, Fit]:
                 kept.append(instance_type)
                 first_taken = first_taken or (code, vcpus)
                 continue
-            skipped.append({"type": instance_type, "zone": "", "outcome": "quota", "code": "",
+            skipped.append({"type": instance_type, "zone": "", "outcome": "quota", "code": "", "market": want.market,
                             "message": f"{quota_name(code)} ({code}) is {_n(limit)} vCPUs, {using} in use, "
                                        f"{instance_type} needs {vcpus}"})
         first_type, first_vcpus = want.candidates[0] if want.candidates else ("", 0)
-        first_code = quota_code(first_type)
+        first_code = quota_code(first_type, want.market)
         request = None
         if skipped and skipped[0]["type"] == first_type and first_code:
             request = (first_code, taken.get(first_code, 0) + queued.get(first_code, 0) + first_vcpus)
@@ -163,13 +181,13 @@ def no_fit_facts(want: Want, quotas: RegionQuotas, taken: Mapping[str, int]) -> 
     use, what is needed, and that nothing was created (how_to_ask follows)."""
     by_code: dict[str, list[tuple[str, int]]] = {}
     for instance_type, vcpus in want.candidates:
-        by_code.setdefault(quota_code(instance_type), []).append((instance_type, vcpus))
+        by_code.setdefault(quota_code(instance_type, want.market), []).append((instance_type, vcpus))
     said = []
     for code, types in by_code.items():
         needs = ", ".join(f"{t} needs {v}" for t, v in types)
         said.append(f"{quota_name(code)} ({code}) is {_n(quotas.values.get(code) or 0)} vCPUs with "
                     f"{taken.get(code, 0)} in use ({needs})")
-    return (f"Lab {want.lab} does not fit the account's on-demand vCPU quota in {quotas.region}: "
+    return (f"Lab {want.lab} does not fit the account's {want.market} vCPU quota in {quotas.region}: "
             f"{'; '.join(said)}, so nothing was created.")
 
 

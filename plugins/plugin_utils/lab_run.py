@@ -83,7 +83,8 @@ def query(lab: LabSettings, launch: bool = False, quota_requests: bool = False) 
         "region": acting_region(lab, launch),
         "key_name": lab.key_name,
         "security_group_name": lab.sg_name,
-        "quota": {"codes": lab_quota.quota_codes(lab.candidates), "check": launch, "requests": quota_requests},
+        "quota": {"codes": lab_quota.quota_codes(lab.candidates, lab.markets), "check": launch,
+                  "requests": quota_requests},
     }
     if launch:
         entry |= {

@@ -38,15 +38,19 @@ def as_bool(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on", "y", "t")
 
 
-def minutes(value: Any, name: str) -> float:
-    """A number of minutes, 0 or more; ValueError with the sentence that says what to set."""
+def minutes(value: Any, name: str, unit: str = "minutes") -> float:
+    """A number of minutes (or ``unit``), 0 or more; ValueError with the sentence that says what to set."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = -1.0
     if not 0 <= number < float("inf"):  # also refuses nan
-        raise ValueError(f"gpu_lab_{name} is {value!r}: set it to a number of minutes, 0 or more.")
+        raise ValueError(f"gpu_lab_{name} is {value!r}: set it to a number of {unit}, 0 or more.")
     return number
+
+
+def days(value: Any, name: str) -> float:
+    return minutes(value, name, "days")
 
 
 def unique(items: Iterable[Any]) -> list[Any]:
@@ -100,6 +104,15 @@ class LabSettings:
     # A start refused for capacity: minutes of tries in the same type, then another type or not.
     start_capacity_wait_minutes: float = 5.0
     start_change_type: bool = True
+    # The market a new instance is bought in ("on-demand" or "spot": a persistent request that
+    # stops on interruption), on-demand as the last resort of a spot launch, the spot price cap
+    # ("" = up to the on-demand price). A lab that exists keeps the market it has.
+    market: str = "on-demand"
+    spot_fallback_on_demand: bool = True
+    spot_max_price: str = ""
+    # Shelve a lab stopped this many days when status.yml runs (0 = never); an archiving teardown.
+    shelve_after_days: float = 0.0
+    keep_archive: bool = False
     record: dict[str, Any] = field(default_factory=dict)
     # The role variables as given (without the prefix): a check's sentence quotes a list
     # setting the way it was written (-e a,b or a YAML list).
@@ -152,6 +165,11 @@ class LabSettings:
             request_quota=as_bool(get("request_quota", False)),
             start_capacity_wait_minutes=minutes(get("start_capacity_wait_minutes", 5), "start_capacity_wait_minutes"),
             start_change_type=as_bool(get("start_change_type", True)),
+            market=str(get("market", "on-demand")).strip().lower(),
+            spot_fallback_on_demand=as_bool(get("spot_fallback_on_demand", True)),
+            spot_max_price=str(get("spot_max_price", "")).strip(),
+            shelve_after_days=days(get("shelve_after_days", 0), "shelve_after_days"),
+            keep_archive=as_bool(get("keep_archive", False)),
             record=read_record(record_file(home, name)),
             given=dict(values),
         )
@@ -188,6 +206,13 @@ class LabSettings:
     def candidates(self) -> list[str]:
         """The instance types a launch tries, in order."""
         return unique([self.instance_type, *self.fallback_instance_types])
+
+    @property
+    def markets(self) -> list[str]:
+        """The markets a new instance is tried in, in order."""
+        if self.market != "spot":
+            return ["on-demand"]
+        return ["spot", "on-demand"] if self.spot_fallback_on_demand else ["spot"]
 
     @property
     def dlami_line(self) -> str:
@@ -246,7 +271,8 @@ SETTINGS = (
     "ip_check_url", "ssh_user", "home", "key_file", "key_pair_public_key", "rotate_key", "tags",
     "wait_for_ssh", "ssh_timeout", "instance_timeout", "teardown_confirm", "recover_confirm", "stopped_warn_days",
     "remove_orphans", "autostop_minutes", "idle_alarm", "request_quota", "start_capacity_wait_minutes",
-    "start_change_type", "price_max_age_days",
+    "start_change_type", "price_max_age_days", "market", "spot_fallback_on_demand", "spot_max_price",
+    "shelve_after_days", "keep_archive",
 )
 # What an earlier step of this run published for the lab (find.yml's set_fact): a later step
 # acts on it instead of asking AWS again (stop stops the instance find found).

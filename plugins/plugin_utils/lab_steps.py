@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_launch, lab_lifecycle, lab_recover, lab_stop
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import (
+    lab_launch,
+    lab_lifecycle,
+    lab_recover,
+    lab_shelve,
+    lab_stop,
+)
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_run import Part, Run, find_step
 
 STEPS: dict[str, Callable[[Run], dict[str, Part]]] = {
@@ -15,7 +21,8 @@ STEPS: dict[str, Callable[[Run], dict[str, Part]]] = {
     "launch": lab_launch.launch_step,
     "start": lab_lifecycle.start_step,
     "stop": lab_stop.stop_step,
-    "status": lab_lifecycle.status_step,
+    "status": lab_shelve.status_step,  # shelves the labs gpu_lab_shelve_after_days says, then the status
+    "shelve": lab_shelve.shelve_step,
     "confirm_teardown": lab_lifecycle.confirm_teardown_step,
     "teardown": lab_lifecycle.teardown_step,
     "confirm_recover": lab_recover.confirm_recover_step,

@@ -57,7 +57,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 # "What the built collection holds"): everything else at the top is the checkout's own.
 SHIPPED_TOP = {"MANIFEST.json", "FILES.json", "README.md", "LICENSE", "CHANGELOG.md", "changelogs", "docs",
                "meta", "plugins", "roles", "playbooks", "inventories", "launch.yml", "stop.yml", "start.yml",
-               "status.yml", "teardown.yml", "recover_key.yml", "install_kit.yml", "tests"}
+               "status.yml", "shelve.yml", "teardown.yml", "recover_key.yml", "install_kit.yml", "tests"}
 
 
 def test_the_build_holds_what_the_collection_needs_and_no_test_bed(installed: dict[str, Any]) -> None:
@@ -83,7 +83,7 @@ def test_the_build_holds_what_the_collection_needs_and_no_test_bed(installed: di
     assert not any(n.endswith((".pyc", "__pycache__")) for n in names)
     manifest = json.loads((installed["path"] / "MANIFEST.json").read_text())["collection_info"]
     galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
-    assert manifest["version"] == galaxy["version"] == "1.0.0"
+    assert manifest["version"] == galaxy["version"] == "1.1.0"
     assert manifest["license"] == ["MIT"] and "MIT License" in (installed["path"] / "LICENSE").read_text()
     for url in ("repository", "documentation", "homepage", "issues"):
         assert manifest[url].startswith("https://github.com/csdl/gpu_lab"), (url, manifest[url])
@@ -144,7 +144,8 @@ def test_the_installed_modules_run_from_the_installed_copy(installed: dict[str, 
     # (the shape teardown.yml reports from), the third had nothing to remove.
     out = module("lab_host", state="absent")
     assert not out["changed"], out
-    nothing = {"addresses": [], "instances": [], "security_group": "", "key_pair": "", "orphans": []}
+    nothing = {"addresses": [], "instances": [], "security_group": "", "key_pair": "", "orphans": [],
+               "spot_requests": [], "shelves": []}
     assert out["labs"]["dup"]["failed"] and out["labs"]["dup"]["removed"] == nothing
     assert "named by 2 hosts" in out["labs"]["dup"]["msg"]
     assert out["labs"]["solo"] == {"changed": False, "removed": nothing, "attempts": []}

@@ -89,7 +89,7 @@ def test_check_mode_plans_start_and_teardown_and_changes_nothing(cloud: Cloud, a
                                   "delete key pair plan-s-server"]
     assert removal["changed"] is True
     assert removal["removed"] == {"addresses": [], "instances": [], "security_group": "", "key_pair": "",
-                                  "orphans": []}
+                                  "orphans": [], "spot_requests": [], "shelves": []}
     assert mutating_calls(cloud) == {}
     (still,) = live_instances(aws, "plan-s")
     assert still["State"]["Name"] == "stopped"

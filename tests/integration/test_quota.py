@@ -104,7 +104,8 @@ def test_service_quotas_answers_have_botocore_shapes() -> None:
     request = filed["RequestedQuota"]
     assert request["Status"] == "PENDING"
     assert ask("GetRequestedServiceQuotaChange", RequestId=request["Id"])[1]["RequestedQuota"] == request
-    assert len(ask("ListRequestedServiceQuotaChangeHistory", ServiceCode="ec2")[1]["RequestedQuotas"]) == 3
+    # The course's approved G, P and G-spot increases, and the one just filed.
+    assert len(ask("ListRequestedServiceQuotaChangeHistory", ServiceCode="ec2")[1]["RequestedQuotas"]) == 4
     # A second request while one is open is refused; so is an unknown quota.
     status, error = ask("RequestServiceQuotaIncrease", ServiceCode="ec2", QuotaCode=G, DesiredValue=4096.0)
     assert (status, error["__type"]) == (400, "ResourceAlreadyExistsException")

@@ -7,6 +7,7 @@ Installed by the csdl.gpu_lab.idle_autostop role and run by a systemd timer:
 
     idle_check.py --config /etc/gpu_lab/idle.json            one check (the timer's service)
     idle_check.py --config /etc/gpu_lab/idle.json --status   the state as JSON, for status.yml
+    idle_check.py --config /etc/gpu_lab/idle.json --watch-spot   the spot notice watcher (its service)
 
 The host is *in use* while any of these held within the idle window:
   * a Jupyter kernel is busy, or a kernel or terminal had activity (Jupyter's REST API);
@@ -23,6 +24,13 @@ optional daily stop time stops the host whatever it is doing, after the same war
 Every run prints one line with its decision and the reason to stdout: the journal
 (`journalctl -t gpu_lab_idle`). The state (last use, last decision, failures, last stop)
 is kept in a JSON file. Standard library only: it runs on the host's system Python 3.
+
+On a Spot Instance, `--watch-spot` (a service of its own) asks the instance metadata (IMDSv2)
+every few seconds for EC2's interruption notice (spot/instance-action) and, once per notice,
+writes it to every logged-in terminal (wall) and to the journal at warning priority, so the
+student has the two minutes to save. On an on-demand host it says so and ends; where there is
+no metadata service (not EC2), or it errs, it counts the failures, logs the first and then
+fewer (the 2nd, 4th, 8th...), and tries again later.
 """
 
 from __future__ import annotations
@@ -535,7 +543,8 @@ def stop(config: dict[str, Any], host: Host, state: dict[str, Any], kind: str, r
 # --- status ------------------------------------------------------------------------------
 
 STATUS_KEYS = ("enabled", "healthy", "installed", "reason", "last_decision", "failures", "failing_since",
-               "idle_minutes", "window", "daily_stop", "timezone", "last_run", "last_stop", "timer_active")
+               "idle_minutes", "window", "daily_stop", "timezone", "last_run", "last_stop", "timer_active",
+               "spot_notice")
 
 
 def status(config: dict[str, Any], now: float, timer_active: bool, current_boot: str) -> dict[str, Any]:
@@ -565,6 +574,7 @@ def status(config: dict[str, Any], now: float, timer_active: bool, current_boot:
         last_run=_iso(state.get("last_run")),
         last_stop=({**last_stop, "at": _iso(last_stop.get("at")), "last_in_use": _iso(last_stop.get("last_in_use"))}
                    if last_stop else None),
+        spot_notice=spot_notice_status((config.get("spot") or {}).get("state_file"), current_boot),
     )
     # A run that warned waits in its grace period before it ends: allow for that.
     stale_after = 3 * interval + grace + 60
@@ -602,14 +612,206 @@ def timer_is_active(unit: str) -> bool:
     return proc.returncode == 0
 
 
+# --- the spot interruption notice ----------------------------------------------------------
+
+IMDS_URL = "http://169.254.169.254"
+IMDS_TIMEOUT = 2
+IMDS_TOKEN_TTL = 21600  # seconds, the most IMDSv2 gives
+SPOT_STATE_VERSION = 1
+SPOT_POLL_SECONDS = 5
+SPOT_MAX_BACKOFF = 300  # between tries while it is not known whether this is a Spot Instance
+_SPOT_FATES = {
+    "stop": "It stops; its disk stays, and AWS starts it again when it has the capacity back.",
+    "hibernate": "It hibernates; its memory and disk stay, and AWS resumes it when it has the capacity back.",
+    "terminate": "It is terminated: what is on its disk is lost.",
+}
+
+
+class ImdsError(Exception):
+    """The instance metadata did not answer, or not as documented."""
+
+
+class Imds:
+    """The instance metadata service, IMDSv2: a session token, then GETs with it."""
+
+    def __init__(self, url: str = IMDS_URL, timeout: float = IMDS_TIMEOUT) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._token = ""
+        self._token_until = 0.0
+        # Never through a proxy (an http_proxy in the environment): the metadata is the host's own.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def _request(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
+        request = urllib.request.Request(self.url + path, method=method, headers=headers)  # noqa: S310
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return int(response.status), response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), ""
+        except (OSError, ValueError) as exc:  # refused, unreachable, timed out: not EC2, or IMDS off
+            raise ImdsError(f"no instance metadata at {self.url}: {getattr(exc, 'reason', exc)}") from None
+
+    def token(self) -> str:
+        if self._token and time.monotonic() < self._token_until:
+            return self._token
+        status, body = self._request("PUT", "/latest/api/token",
+                                     {"X-aws-ec2-metadata-token-ttl-seconds": str(IMDS_TOKEN_TTL)})
+        if status != 200 or not body.strip():
+            raise ImdsError(f"the instance metadata answered {status} to the token request")
+        self._token, self._token_until = body.strip(), time.monotonic() + IMDS_TOKEN_TTL - 60
+        return self._token
+
+    def get(self, path: str) -> str | None:
+        """The metadata at path (under /latest/meta-data/); None where there is none (404)."""
+        status = 0
+        body = ""
+        for _try in range(2):
+            status, body = self._request("GET", f"/latest/meta-data/{path}",
+                                         {"X-aws-ec2-metadata-token": self.token()})
+            if status != 401:
+                break
+            self._token = ""  # expired, or the service restarted: once more with a new one
+        if status == 200:
+            return body
+        if status == 404:
+            return None
+        raise ImdsError(f"the instance metadata answered {status} to {path}")
+
+
+def parse_notice(text: str) -> dict[str, Any]:
+    """spot/instance-action's JSON: {"action": "stop", "time": "2027-01-15T08:02:00Z"}."""
+    try:
+        notice = json.loads(text)
+    except ValueError:
+        raise ImdsError(f"spot/instance-action is not JSON: {text[:80]!r}") from None
+    if not isinstance(notice, dict) or not notice.get("action"):
+        raise ImdsError(f"spot/instance-action has no action: {text[:80]!r}")
+    return notice
+
+
+def spot_notice_message(lab: str, notice: dict[str, Any], now: float) -> str:
+    """What the logged-in terminals are told."""
+    when = _iso_to_epoch(str(notice.get("time") or ""))
+    if when is None:
+        at = "in about two minutes"
+    else:
+        left = when - now
+        at = (f"at {dt.datetime.fromtimestamp(when, dt.timezone.utc):%H:%M:%S} UTC "  # noqa: UP017
+              + (f"(in about {left:.0f} s)" if left >= 1 else "(now)"))
+    action = str(notice.get("action"))
+    fate = _SPOT_FATES.get(action, f"EC2's action: {action}.")
+    return (f"gpu_lab {lab}: AWS is taking this spot GPU server back {at}: save your work now.\n{fate}\n"
+            "Why: journalctl -t gpu_lab_idle\n")
+
+
+def spot_notice_status(state_file: Any, current_boot: str) -> dict[str, Any] | None:
+    """The last interruption notice the watcher told (None: none): when it came, and whether it
+    came in this boot (else AWS stopped the host and started it again since)."""
+    notice = load_json(str(state_file)).get("last_notice") if state_file else None
+    if not isinstance(notice, dict):
+        return None
+    return {"time": notice.get("time"), "action": notice.get("action"), "told_at": _iso(notice.get("told_at")),
+            "this_boot": notice.get("boot_id") == current_boot}
+
+
+def fresh_spot_state(current_boot: str, previous: dict[str, Any]) -> dict[str, Any]:
+    """The watcher's state at its start: kept within a boot (a restarted watcher does not tell a
+    notice twice), new for a new boot."""
+    if previous.get("version") == SPOT_STATE_VERSION and previous.get("boot_id") == current_boot:
+        return previous
+    # The last notice told stays across boots: the status view says AWS interrupted the host
+    # and started it again by itself (a boot after the notice's).
+    kept = previous.get("last_notice") if isinstance(previous.get("last_notice"), dict) else None
+    return {"version": SPOT_STATE_VERSION, "boot_id": current_boot, "lifecycle": None, "errors": 0,
+            "last_error": None, "notified": None, "notified_at": None, "last_notice": kept}
+
+
+def spot_poll(config: dict[str, Any], host: Host, imds: Any, state: dict[str, Any]) -> float | None:
+    """One look at the instance metadata: tells a new interruption notice (once). Returns the
+    seconds until the next look, or None when there is nothing to watch (not a Spot Instance)."""
+    every = float((config.get("spot") or {}).get("poll_seconds") or SPOT_POLL_SECONDS)
+    try:
+        if state.get("lifecycle") != "spot":
+            lifecycle = imds.get("instance-life-cycle")
+            if lifecycle is None or lifecycle.strip() != "spot":
+                state["lifecycle"] = (lifecycle or "").strip() or "unknown"
+                host.log(INFO, f"not a Spot Instance (instance-life-cycle: {state['lifecycle']}): no interruption "
+                               "notice to watch for")
+                return None
+            state["lifecycle"] = "spot"
+            host.log(INFO, f"a Spot Instance: watching for EC2's interruption notice every {every:g} s")
+        text = imds.get("spot/instance-action")
+        notice = parse_notice(text) if text is not None else None
+    except ImdsError as exc:
+        state["errors"] = int(state.get("errors") or 0) + 1
+        state["last_error"] = str(exc)
+        errors = state["errors"]
+        if errors & (errors - 1) == 0:  # the 1st, 2nd, 4th, 8th...: the journal is not flooded
+            host.log(WARNING, f"cannot read the instance metadata ({errors} failed in a row): {exc}")
+        if state.get("lifecycle") == "spot":
+            return every  # a notice gives two minutes: keep looking as often
+        return min(every * 2 ** min(errors, 10), float(SPOT_MAX_BACKOFF))
+    if state.get("errors"):
+        host.log(INFO, f"the instance metadata answers again, after {state['errors']} failed tries")
+        state.update(errors=0, last_error=None)
+    if notice is not None:
+        key = f"{notice.get('action')}@{notice.get('time')}"
+        if key != state.get("notified"):
+            now = host.now()
+            message = spot_notice_message(str(config.get("lab", "gpu_lab")), notice, now)
+            state.update(notified=key, notified_at=now, last_notice={
+                "time": str(notice.get("time")), "action": str(notice.get("action")), "told_at": now,
+                "boot_id": state.get("boot_id")})
+            host.log(WARNING, f"spot interruption notice: {' '.join(message.splitlines()[:2])}")
+            host.wall(message)
+    return every
+
+
+def watch_spot(config: dict[str, Any], host: Host, imds: Any, current_boot: str,
+               polls: int | None = None) -> dict[str, Any]:
+    """The watcher's loop (polls: at most that many looks, for tests). A look that crashes is
+    counted like an unanswered one: the loop never ends on an error."""
+    state_file = str((config.get("spot") or {}).get("state_file") or "")
+    state = fresh_spot_state(current_boot, load_json(state_file) if state_file else {})
+    done = 0
+    while polls is None or done < polls:
+        done += 1
+        before = json.dumps(state, sort_keys=True)
+        try:
+            delay = spot_poll(config, host, imds, state)
+        except Exception as exc:  # a bug: say it, count it, go on more slowly
+            state["errors"] = int(state.get("errors") or 0) + 1
+            state["last_error"] = f"crashed: {exc!r}"
+            host.log(ERR, f"the spot notice watcher crashed ({state['errors']} failed in a row): {exc!r}")
+            delay = float(SPOT_MAX_BACKOFF)
+        if state_file and json.dumps(state, sort_keys=True) != before:
+            try:
+                save_state(state_file, state)
+            except OSError as exc:
+                host.log(WARNING, f"cannot save {state_file}: {exc}")
+        if delay is None:
+            break
+        host.sleep(delay)
+    return state
+
+
 # --- main --------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="/etc/gpu_lab/idle.json")
     parser.add_argument("--status", action="store_true", help="print the state as JSON and change nothing")
+    parser.add_argument("--watch-spot", action="store_true", help="watch for a spot interruption notice (a loop)")
     args = parser.parse_args(argv)
     config = load_json(args.config)
+    if args.watch_spot:
+        spot = config.get("spot") or {}
+        if not spot.get("enabled"):
+            Host().log(INFO, "the spot notice watcher is off in the configuration")
+            return 0
+        watch_spot(config, Host(), Imds(str(spot.get("imds_url") or IMDS_URL)), boot_id())
+        return 0
     if args.status:
         unit = str(config.get("timer") or "gpu_lab_idle.timer")
         print(json.dumps(status(config, time.time(), timer_is_active(unit), boot_id()), indent=2, sort_keys=True))

@@ -5,9 +5,10 @@
 
 Usage: install_state.py SETTINGS_JSON  (the role sends this file on stdin: python3 - ...)
 
-SETTINGS: {"paths": [...], "timer": "gpu_lab_idle.timer"}. For each path: exists, and for
-what exists its mode ("0644"), owner, group, and for a regular file its sha1 (what Ansible
-compares); for the timer, `systemctl is-enabled` and `is-active`. Read-only; runs as root
+SETTINGS: {"paths": [...], "timer": "gpu_lab_idle.timer", "watcher": "gpu_lab_spot.service"}.
+For each path: exists, and for what exists its mode ("0644"), owner, group, and for a regular
+file its sha1 (what Ansible compares); for the timer and the watcher (if named), `systemctl
+is-enabled` and `is-active`. Read-only; runs as root
 with the host's python3 (3.8 or later).
 """
 
@@ -55,9 +56,12 @@ def systemctl(*args):
 
 def main(argv):
     settings = json.loads(argv[1])
-    timer = settings["timer"]
-    print(json.dumps({"paths": {path: path_info(path) for path in settings["paths"]},
-                      "timer": {"enabled": systemctl("is-enabled", timer), "active": systemctl("is-active", timer)}}))
+    found = {"paths": {path: path_info(path) for path in settings["paths"]}}
+    for key in ("timer", "watcher"):
+        unit = settings.get(key)
+        if unit:
+            found[key] = {"enabled": systemctl("is-enabled", unit), "active": systemctl("is-active", unit)}
+    print(json.dumps(found))
 
 
 if __name__ == "__main__":

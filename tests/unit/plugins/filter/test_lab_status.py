@@ -101,3 +101,23 @@ def test_the_image_line_names_it_and_what_is_newer():
     assert "image      ami-1" in lab_status_lines(RUNNING | {"image": {"name": "ami-1", "creation_date": "",
                                                                        "newer": ""}})
     assert not any(line.startswith("image") for line in lab_status_lines(ABSENT | {"image": {"name": ""}}))
+
+
+def test_the_market_line_of_a_spot_lab_and_of_an_on_demand_one():
+    spot = RUNNING | {"market": "spot", "spot": {"usd_per_hour": 0.3058, "zone": "us-east-1a", "saving_percent": 62}}
+    assert "market     spot: $0.3058/h now in us-east-1a (62 % below on demand)" in lab_status_lines(spot)
+    on_demand = spot | {"market": "on-demand"}
+    assert ("market     on-demand (spot would be $0.3058/h now in us-east-1a (62 % below on demand))"
+            in lab_status_lines(on_demand))
+    assert "market     spot" in lab_status_lines(spot | {"spot": {}})
+    assert not [line for line in lab_status_lines(ABSENT | {"market": ""}) if line.startswith("market")]
+
+
+def test_a_spot_lab_aws_started_again_by_itself_is_said():
+    idle = {"enabled": True, "healthy": True, "spot_notice": {"time": "2026-12-01T09:32:00Z", "this_boot": False}}
+    warned = lab_status_with_host(RUNNING, idle)["warnings"]
+    assert warned[-1].startswith("AWS interrupted this spot lab (its notice was for 2026-12-01T09:32:00Z) and "
+                                 "started it again by itself since")
+    assert lab_status_with_host(RUNNING, {**idle, "spot_notice": {"time": "x", "this_boot": True}})["warnings"] == [
+        "W1.", "W2."]
+    assert lab_status_with_host(RUNNING | {"state": "stopped"}, idle)["warnings"] == ["W1.", "W2."]

@@ -6,7 +6,9 @@ of each RunInstances (the same for the same lab, group, type and zone; another f
 
 EC2 answers through botocore's Stubber, strictly in order: a RunInstances of a type or in a
 subnet the test did not queue fails the test, so "skipped" and "moved on" are proven by the
-calls made. tests/integration/test_modules_lab_host.py runs launches on the emulator.
+calls made. tests/integration/test_modules_lab_host.py runs launches on the emulator. Last, a Spot
+Instance's: the spot pass before the on-demand last resort, an interrupted instance's start, and a
+teardown that cancels the request first.
 """
 
 from __future__ import annotations
@@ -378,3 +380,210 @@ def test_a_token_that_keeps_answering_terminated_gives_up_after_three(lab_host: 
     host = lab_host.LabHost(params(lab_host, instance_types=["g6.xlarge"]), region)
     with pytest.raises(lab_host.LabFailure, match="RunInstances kept answering with a terminated instance"):
         host.launch()
+
+
+# --- Spot Instances: the spot pass before the on-demand last resort, an interrupted start, teardown ---
+
+SPOT = {"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"}}
+
+
+def spot_run_params(type_: str, zone: str, market: Any = None, token: Any = ANY) -> dict[str, Any]:
+    spec = {"ClientToken": token, "ImageId": "ami-1", "InstanceType": type_, "KeyName": "dl-server",
+            "MinCount": 1, "MaxCount": 1,
+            "NetworkInterfaces": [{"DeviceIndex": 0, "SubnetId": SUBNETS[zone][0], "AssociatePublicIpAddress": False,
+                                   "Groups": ["sg-1"], "DeleteOnTermination": True}],
+            "MetadataOptions": ANY, "InstanceInitiatedShutdownBehavior": "stop", "BlockDeviceMappings": ANY,
+            "TagSpecifications": ANY}
+    if market is not None:
+        spec["InstanceMarketOptions"] = market
+    return spec
+
+
+def test_spot_first_then_on_demand_with_their_own_tokens(lab_host: ModuleType, make_region: Any) -> None:
+    region = make_region({"g6.xlarge": ["us-east-1a", "us-east-1b"]})
+    spot_tokens, demand_token, tags = Capture(), Capture(), Capture()
+    for zone in ("us-east-1a", "us-east-1b"):
+        region.writes.add_client_error("run_instances", service_error_code=CAPACITY, http_status_code=500,
+                                       service_message="There is no Spot capacity available that matches your request.",
+                                       expected_params={**spot_run_params("g6.xlarge", zone, SPOT, spot_tokens),
+                                                        "TagSpecifications": tags})
+    region.writes.add_response("run_instances", launched(),
+                               spot_run_params("g6.xlarge", "us-east-1a", None, demand_token))
+    host = lab_host.LabHost(params(lab_host, instance_types=["g6.xlarge"], spot_instance_types=["g6.xlarge"]), region)
+    assert host.launch()["InstanceId"] == "i-0new"
+    assert [(a["type"], a["zone"], a["market"], a["outcome"]) for a in host.attempts] == [
+        ("g6.xlarge", "us-east-1a", "spot", "no capacity"), ("g6.xlarge", "us-east-1b", "spot", "no capacity"),
+        ("g6.xlarge", "us-east-1a", "on-demand", "launched")]
+    # Another token for the on-demand launch in the zone a spot try used: a token is one launch.
+    assert demand_token.values[0] != spot_tokens.values[0]
+    # The request carries the lab's tags (teardown and the left-over check find it by them).
+    assert {"ResourceType": "spot-instances-request", "Tags": [{"Key": "gpu_lab:lab", "Value": "dl"}]} in tags.values[0]
+
+
+def test_a_price_cap_goes_into_the_request_and_a_low_one_moves_on(lab_host: ModuleType, make_region: Any) -> None:
+    region = make_region({"g6.xlarge": ["us-east-1a", "us-east-1b"]})
+    capped = {**SPOT, "SpotOptions": {**SPOT["SpotOptions"], "MaxPrice": "0.25"}}
+    region.writes.add_client_error("run_instances", service_error_code="SpotMaxPriceTooLow", http_status_code=400,
+                                   expected_params=spot_run_params("g6.xlarge", "us-east-1a", capped))
+    region.writes.add_response("run_instances", launched(), spot_run_params("g6.xlarge", "us-east-1b", capped))
+    host = lab_host.LabHost(params(lab_host, instance_types=[], spot_instance_types=["g6.xlarge"],
+                                   spot_max_price="0.25"), region)
+    host.launch()
+    assert [a["outcome"] for a in host.attempts] == ["over the price cap", "launched"]
+
+
+def test_without_the_on_demand_last_resort_no_on_demand_call(lab_host: ModuleType, make_region: Any) -> None:
+    region = make_region({"g6.xlarge": ["us-east-1a"]})
+    region.writes.add_client_error("run_instances", service_error_code=CAPACITY, http_status_code=500,
+                                   expected_params=spot_run_params("g6.xlarge", "us-east-1a", SPOT))
+    host = lab_host.LabHost(params(lab_host, instance_types=[], spot_instance_types=["g6.xlarge"]), region)
+    with pytest.raises(lab_host.LabFailure, match=r"g6\.xlarge \(spot\) in us-east-1a: InsufficientInstanceCapacity"):
+        host.launch()
+
+
+def test_plan_names_the_markets(lab_host: ModuleType, make_region: Any) -> None:
+    host = lab_host.LabHost(params(lab_host, instance_types=["g6.xlarge"], spot_instance_types=["g6.xlarge"]),
+                            make_region({}), check_mode=True)
+    host.plan_launch()
+    assert host.planned[-1] == ("launch g6.xlarge in the first zone that has capacity "
+                                "(candidates: g6.xlarge (spot); then g6.xlarge (on-demand))")
+
+
+INTERRUPTED = {"id": "i-0abc", "state": "stopped", "type": "g6.xlarge", "zone": "us-east-1a", "market": "spot",
+               "spot_request": {"id": "sir-1", "state": "open", "status": "instance-stopped-no-capacity",
+                                "updated": "2026-12-01T09:30:00+00:00"}}
+
+
+def described(state: str) -> dict[str, Any]:
+    return {"Reservations": [{"Instances": [{"InstanceId": "i-0abc", "State": {"Name": state}}]}]}
+
+
+def refuse_start(region: Any) -> None:
+    region.writes.add_client_error("start_instances", service_error_code="IncorrectSpotRequestState",
+                                   http_status_code=400, expected_params={"InstanceIds": ["i-0abc"]})
+
+
+def test_an_interrupted_spot_instance_is_waited_for_not_changed(lab_host: ModuleType, make_region: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ModifyInstanceAttribute (the Stubber would fail on one): only AWS starts it, and it does on the 3rd look."""
+    monkeypatch.setattr(lab_host.time, "sleep", lambda s: None)
+    region = make_region({"g6.xlarge": ["us-east-1a"], "g5.xlarge": ["us-east-1a"]})
+    refuse_start(region)
+    for state in ("stopped", "stopped", "pending"):
+        region.reads.add_response("describe_instances", described(state), {"InstanceIds": ["i-0abc"]})
+    host = lab_host.LabHost(params(lab_host, start_capacity_wait=60, start_change_type=True), region)
+    assert host.start(dict(INTERRUPTED)) == INTERRUPTED
+    assert [a["outcome"] for a in host.attempts] == ["failed", "started by AWS"]
+    assert "it started it again after" in host.notes[0]
+
+
+def test_an_interrupted_spot_instance_aws_keeps_stopped_is_one_message(lab_host: ModuleType, make_region: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lab_host.time, "sleep", lambda s: None)
+    region = make_region({"g6.xlarge": ["us-east-1a"]})
+    refuse_start(region)
+    delays = lab_host.retry_delays(3)
+    for _delay in delays:
+        region.reads.add_response("describe_instances", described("stopped"), {"InstanceIds": ["i-0abc"]})
+    host = lab_host.LabHost(params(lab_host, start_capacity_wait=3), region)
+    with pytest.raises(lab_host.LabFailure) as failed:
+        host.start(dict(INTERRUPTED))
+    assert failed.value.msg.startswith("AWS interrupted the lab's spot instance i-0abc at 2026-12-01 09:30 UTC")
+    assert f"{len(delays)} tries" in failed.value.msg and "nothing changed" in failed.value.msg
+
+
+def test_a_spot_instance_without_capacity_keeps_its_type(lab_host: ModuleType, make_region: Any) -> None:
+    region = make_region({"g6.xlarge": ["us-east-1a"], "g5.xlarge": ["us-east-1a"]})
+    region.writes.add_client_error("start_instances", service_error_code=CAPACITY, http_status_code=500,
+                                   expected_params={"InstanceIds": ["i-0abc"]})
+    host = lab_host.LabHost(params(lab_host, start_capacity_wait=0, start_change_type=True), region)
+    stopped = {**INTERRUPTED,
+               "spot_request": {"id": "sir-1", "state": "disabled", "status": "instance-stopped-by-user"}}
+    with pytest.raises(lab_host.LabFailure, match="a Spot Instance's type cannot be changed"):
+        host.start(stopped)
+
+
+def test_teardown_cancels_the_spot_request_before_the_instance_goes(lab_host: ModuleType, make_region: Any) -> None:
+    region = make_region({})
+    region.reads.add_response("cancel_spot_instance_requests", {"CancelledSpotInstanceRequests": [
+        {"SpotInstanceRequestId": "sir-1", "State": "cancelled"}]}, {"SpotInstanceRequestIds": ["sir-1"]})
+    region.reads.add_response("terminate_instances", {"TerminatingInstances": [
+        {"InstanceId": "i-0abc", "PreviousState": {"Name": "running"}, "CurrentState": {"Name": "shutting-down"}}]},
+        {"InstanceIds": ["i-0abc", "i-0old"]})
+    region.reads.add_response("describe_instances", {"Reservations": [{"Instances": [
+        {"InstanceId": "i-0abc", "State": {"Name": "terminated"}}]}]}, {"InstanceIds": ["i-0abc", "i-0old"]})
+    instances = [{"id": "i-0abc", "spot_request_id": "sir-1", "spot_request": {"state": "active"}},
+                 {"id": "i-0old", "spot_request_id": "sir-0", "spot_request": {"state": "cancelled"}}]
+    removal = lab_host.LabRemoval(params(lab_host, instances=instances, security_group_id="", key_name=""), region)
+    done = removal.run()
+    assert done["removed"]["spot_requests"] == ["sir-1"] and done["removed"]["instances"] == ["i-0abc"]
+    planned = lab_host.plan_removal(params(lab_host, instances=instances, security_group_id="", key_name=""), region)
+    assert planned["planned"][:2] == ["cancel spot request sir-1", "terminate i-0abc"]
+
+
+# --- Shelving: an image of the disk first, then the instance and its address go ---
+
+STOPPED = {"id": "i-0abc", "state": "stopped", "type": "g6.xlarge", "zone": "us-east-1a", "market": "on-demand",
+           "tags": {"gpu_lab:lab": "dl", "gpu_lab:instance_type": "g6.xlarge", "Name": "dl-server"}}
+ADDRESS = {"public_ip": "203.0.113.5", "allocation_id": "eipalloc-1", "association_id": "eipassoc-1",
+           "instance_id": "i-0abc"}
+IMAGE = {"ImageId": "ami-0shelf", "Name": "dl-shelf-20261203-140501", "State": "available",
+         "CreationDate": "2026-12-03T14:05:01.000Z",
+         "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": "snap-1", "VolumeSize": 100}}]}
+
+
+def test_shelve_images_the_disk_before_anything_goes(lab_host: ModuleType, make_region: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """CreateImage (no reboot, image and snapshots tagged), waited for while pending, then the
+    address released and the instance terminated; the key pair and group are not touched."""
+    monkeypatch.setattr(lab_host.time, "sleep", lambda s: None)
+    region = make_region({})
+    tags = Capture()
+    region.reads.add_response("create_image", {"ImageId": "ami-0shelf"}, {
+        "InstanceId": "i-0abc", "Name": ANY, "Description": "gpu_lab shelf of lab dl (i-0abc)", "NoReboot": True,
+        "TagSpecifications": tags})
+    region.reads.add_response("describe_images", {"Images": [{**IMAGE, "State": "pending"}]},
+                              {"ImageIds": ["ami-0shelf"]})
+    region.reads.add_response("describe_images", {"Images": [IMAGE]}, {"ImageIds": ["ami-0shelf"]})
+    region.reads.add_response("disassociate_address", {}, {"AssociationId": "eipassoc-1"})
+    region.reads.add_response("release_address", {}, {"AllocationId": "eipalloc-1"})
+    region.reads.add_response("terminate_instances", {"TerminatingInstances": [
+        {"InstanceId": "i-0abc", "PreviousState": {"Name": "stopped"}, "CurrentState": {"Name": "shutting-down"}}]},
+        {"InstanceIds": ["i-0abc"]})
+    region.reads.add_response("describe_instances", {"Reservations": [{"Instances": [
+        {"InstanceId": "i-0abc", "State": {"Name": "terminated"}}]}]}, {"InstanceIds": ["i-0abc"]})
+    done = lab_host.shelve(params(lab_host, instance=STOPPED, addresses=[ADDRESS]), region)
+    assert done["shelf"] == {"image_id": "ami-0shelf", "name": IMAGE["Name"], "creation_date": IMAGE["CreationDate"],
+                             "snapshot_ids": ["snap-1"], "size_gib": 100}
+    assert done["removed"]["instances"] == ["i-0abc"] and done["removed"]["addresses"] == ["203.0.113.5"]
+    image_tags = {t["Key"]: t["Value"] for t in tags.values[0][0]["Tags"]}
+    assert [s["ResourceType"] for s in tags.values[0]] == ["image", "snapshot"]
+    assert image_tags["gpu_lab:shelf"] == "true" and image_tags["gpu_lab:shelf_of"] == "i-0abc"
+    assert image_tags["gpu_lab:instance_type"] == "g6.xlarge" and image_tags["gpu_lab:lab"] == "dl"
+
+
+def test_an_image_that_fails_terminates_nothing(lab_host: ModuleType, make_region: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lab_host.time, "sleep", lambda s: None)
+    region = make_region({})
+    region.reads.add_response("create_image", {"ImageId": "ami-0shelf"}, None)
+    region.reads.add_response("describe_images", {"Images": [{**IMAGE, "State": "failed"}]},
+                              {"ImageIds": ["ami-0shelf"]})
+    with pytest.raises(lab_host.LabFailure, match="is failed: nothing was terminated"):
+        lab_host.shelve(params(lab_host, instance=STOPPED, addresses=[ADDRESS]), region)
+
+
+def test_an_image_made_by_an_earlier_run_is_used_and_a_shelved_lab_is_left(lab_host: ModuleType,
+                                                                           make_region: Any) -> None:
+    region = make_region({})
+    earlier = {"image_id": "ami-0shelf", "tags": {"gpu_lab:shelf_of": "i-0abc"}}
+    region.reads.add_response("describe_images", {"Images": [IMAGE]}, {"ImageIds": ["ami-0shelf"]})
+    region.reads.add_response("terminate_instances", {"TerminatingInstances": []}, {"InstanceIds": ["i-0abc"]})
+    region.reads.add_response("describe_instances", {"Reservations": []}, {"InstanceIds": ["i-0abc"]})
+    assert lab_host.shelve(params(lab_host, instance=STOPPED, shelves=[earlier]), region)["shelf"]["image_id"] == \
+        "ami-0shelf"
+    assert lab_host.shelve(params(lab_host, shelves=[earlier]), region)["changed"] is False
+    planned = lab_host.plan_shelve(params(lab_host, instance={**STOPPED, "state": "running"}, addresses=[ADDRESS]),
+                                   region)["planned"]
+    assert planned == ["stop i-0abc", "make an image of i-0abc (no reboot) and wait until it is available",
+                       "release 203.0.113.5", "terminate i-0abc"]

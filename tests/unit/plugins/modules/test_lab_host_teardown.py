@@ -101,7 +101,8 @@ def test_a_lab_goes_in_the_order_that_leaves_nothing_billed(lab_host: ModuleType
     done = lab_host.remove(params(lab_host, addresses=[ASSOCIATED, FREE], instances=INSTANCES,
                                   security_group_id="sg-1", key_name="dl-server", orphans=orphans), region)
     assert done == {"changed": True, "attempts": [], "removed": {
-        "addresses": ["203.0.113.5", "203.0.113.6"], "instances": ["i-0abc", "i-0def"], "security_group": "sg-1",
+        "addresses": ["203.0.113.5", "203.0.113.6"], "spot_requests": [], "instances": ["i-0abc", "i-0def"],
+        "shelves": [], "security_group": "sg-1",
         "key_pair": "dl-server",
         "orphans": ["elastic_ip 203.0.113.9", "security group old-ssh of lab old", "key_pair old-server"]}}
 
@@ -120,7 +121,7 @@ def test_what_is_gone_already_is_no_error_and_not_counted(lab_host: ModuleType, 
     done = lab_host.remove(params(lab_host, addresses=[ASSOCIATED, FREE], instances=INSTANCES,
                                   security_group_id="sg-1"), region)
     assert done["removed"] == {"addresses": ["203.0.113.5"], "instances": [], "security_group": "",
-                               "key_pair": "", "orphans": []}
+                               "key_pair": "", "orphans": [], "spot_requests": [], "shelves": []}
     assert done["changed"] is True
 
 
@@ -178,7 +179,7 @@ def test_instances_not_gone_in_time_stop_the_removal_before_the_group(lab_host: 
                                key_name="dl-server"), region)
     assert caught.value.msg == "The instances i-0abc were not gone after 0 s: run teardown.yml again."
     assert caught.value.removed == {"addresses": ["203.0.113.6"], "instances": [], "security_group": "",
-                                    "key_pair": "", "orphans": []}
+                                    "key_pair": "", "orphans": [], "spot_requests": [], "shelves": []}
     part = lab_host._failed(caught.value, "absent")
     assert part["changed"] is True and part["removed"] == caught.value.removed
 

@@ -245,14 +245,15 @@ def quota_lab(name: str, check: bool = True, requests: bool = False) -> dict[str
 def test_quotas_are_asked_for_labs_that_need_an_instance_with_the_vcpus_running(lab_info: ModuleType,
                                                                                 stubbed: Any) -> None:
     """a has an instance (no quota check for it), b needs one: one GetServiceQuota of b's code,
-    one look at what runs in the region (2 x g5.xlarge of the candidates, 1 x g4dn.2xlarge, not a
-    candidate: described in one more call)."""
+    one look at what runs in the region (2 x g5.xlarge of the candidates, one of them a Spot Instance,
+    counted apart; 1 x g4dn.2xlarge, not a candidate: described in one more call)."""
     ec2, ec2_stub = stubbed()
     quotas, quotas_stub = stubbed("service-quotas")
     quotas_stub.add_response("get_service_quota", {"Quota": {"QuotaCode": "L-DB2E81BA", "Value": 64.0}},
                              {"ServiceCode": "ec2", "QuotaCode": "L-DB2E81BA"})
     running = [{**instance(f"i-{n}", "x", 1), "InstanceType": t}
                for n, t in enumerate(["g5.xlarge", "g4dn.2xlarge", "g5.xlarge"])]
+    running[2]["InstanceLifecycle"] = "spot"
     ec2_stub.add_response("describe_instances", {"Reservations": [{"Instances": running}]},
                           {"Filters": [{"Name": "instance-state-name", "Values": ["pending", "running"]}]})
     ec2_stub.add_response("describe_instance_types", {"InstanceTypes": [described("g4dn.2xlarge", 8)]},
@@ -261,8 +262,8 @@ def test_quotas_are_asked_for_labs_that_need_an_instance_with_the_vcpus_running(
     quota, requests = lab_info._region_quotas(module_with({"service-quotas": quotas}), "us-east-1", ec2,
                                               [quota_lab("a"), quota_lab("b")], {"a": [{"id": "i-a"}], "b": []},
                                               candidates)
-    assert quota == {"applied": {"L-DB2E81BA": 64.0}, "running_vcpus": {"g5.xlarge": 8, "g4dn.2xlarge": 8},
-                     "unavailable": ""}
+    assert quota == {"applied": {"L-DB2E81BA": 64.0}, "running_vcpus": {"g5.xlarge": 4, "g4dn.2xlarge": 8},
+                     "running_spot_vcpus": {"g5.xlarge": 4}, "unavailable": ""}
     assert requests == {}
 
 
@@ -280,7 +281,8 @@ def test_service_quotas_refused_says_so_and_the_launch_goes_on(lab_info: ModuleT
     ec2_stub.add_response("describe_instances", {"Reservations": []},
                           {"Filters": [{"Name": "instance-state-name", "Values": ["pending", "running"]}]})
     quota = lab_info._quotas(module_with({"service-quotas": quotas}), "us-east-1", ec2, ["L-DB2E81BA"], {})
-    assert quota == {"applied": {"L-DB2E81BA": None}, "running_vcpus": {}, "unavailable": "AccessDeniedException"}
+    assert quota == {"applied": {"L-DB2E81BA": None}, "running_vcpus": {}, "running_spot_vcpus": {},
+                     "unavailable": "AccessDeniedException"}
 
 
 def test_open_quota_requests_are_read_also_for_a_lab_with_an_instance(lab_info: ModuleType, stubbed: Any) -> None:

@@ -73,6 +73,10 @@ SETTINGS_CASES = [
      "this machine's address."),
     ({"ssh_cidr": "0.0.0.0/0"}, "SSH source 0.0.0.0/0 opens the server to the whole internet: set gpu_lab_ssh_cidr "
      "to your address (/32), or add -e gpu_lab_allow_world_ssh=true if you really mean it."),
+    ({"market": "Spot-Instance"}, "Market 'Spot-Instance' is not valid: set gpu_lab_market to on-demand or spot."),
+    *(({"market": "spot", "spot_max_price": bad}, f"Spot price cap '{bad}' is not valid: set gpu_lab_spot_max_price "
+       "to a price in USD per hour such as 0.40, or to '' to pay up to the on-demand price.")
+      for bad in ("$0.40", "0", "-1", "0.1234567", "1.2.3", "cheap")),
 ]
 
 
@@ -85,6 +89,8 @@ def test_good_settings_have_no_problem(checks, lab_of) -> None:
     assert checks.settings_problems(lab_of(zones="us-east-1a,us-east-1b", volume_size="100",
                                            ami_id="ami-0123456789abcdef0"), REGIONS) == []
     assert checks.settings_problems(lab_of(ssh_cidr="0.0.0.0/0", allow_world_ssh="true"), REGIONS) == []
+    for price in ("", "0.40", "1", ".5", "0.123456"):
+        assert checks.settings_problems(lab_of(market="SPOT", spot_max_price=price), REGIONS) == []
 
 
 def test_settings_problems_come_in_order_joined_by_the_caller(checks, lab_of) -> None:

@@ -46,14 +46,15 @@ def test_a_new_lab_is_launched_with_its_key_pair(spec, lab_of) -> None:
     asked = spec.run_spec(lab, {"found": found, "cidrs": ["198.51.100.7/32"]}, "ssh-ed25519 AAAA csdl-server", False)
     assert asked == {
         "lab": "csdl", "region": "us-east-1", "instance": {}, "addresses": [],
-        "instance_types": ["g6.xlarge", "g5.xlarge"], "zones": [], "image_id": "ami-0bbbbbbbb",
+        "instance_types": ["g6.xlarge", "g5.xlarge"], "spot_instance_types": [], "spot_max_price": "",
+        "zones": [], "image_id": "ami-0bbbbbbbb",
         "root_device_name": "/dev/xvda", "volume_size": 100, "key_name": "csdl-server",
         "key_pair": {"name": "csdl-server", "public_key": "ssh-ed25519 AAAA csdl-server"}, "user_data": "",
         "security_group_id": None,
         "security_group": {"name": "csdl-ssh", "description": "SSH to the csdl GPU lab host (managed by csdl.gpu_lab)",
                            "ssh_cidrs": ["198.51.100.7/32"]},
         "tags": {"gpu_lab:lab": "csdl", "gpu_lab:managed_by": "csdl.gpu_lab"},
-        "instance_tags": TAGS, "modify": None, "wait_timeout": 600}
+        "instance_tags": TAGS, "modify": None, "shelves": [], "wait_timeout": 600}
 
 
 def test_a_student_key_pair_authorizes_this_machine_key_at_first_boot(spec, lab_of) -> None:

@@ -212,6 +212,9 @@ def test_status_of_a_running_lab_by_hand(plugin, tmp_path: Path) -> None:
         "stopped_monthly_usd": {"disk": 9.6, "addresses": 3.65}, "autostop_minutes": "60",
         "prices": "shipped table, us-east-1 list prices 2026-11", "orphans": [], "warnings": [],
         "image": {"name": "", "creation_date": "", "newer": ""}, "quota_requests": [],
+        "market": "on-demand", "spot": {"usd_per_hour": 0.0, "zone": "", "saving_percent": 0, "request_state": "",
+                                        "request_status": "", "interrupted": ""},
+        "shelf": {"image_id": "", "created": "", "count": 0, "size_gib": 0, "monthly_usd": 0.0},
     }
 
 
@@ -426,9 +429,9 @@ def test_teardown_removes_what_find_found_in_one_call(plugin, tmp_path: Path) ->
     assert calls[0][1]["state"] == "absent"
     assert calls[0][1]["labs"] == [
         {"lab": "a1", "region": REGION, "addresses": found["addresses"], "instances": found["instances"],
-         "security_group_id": "sg-1", "key_name": "a1-server", "orphans": [], "wait_timeout": 321},
-        {"lab": "b2", "region": REGION, "addresses": [], "instances": [], "security_group_id": "", "key_name": "",
-         "orphans": [], "wait_timeout": 321}]
+         "shelves": [], "security_group_id": "sg-1", "key_name": "a1-server", "orphans": [], "wait_timeout": 321},
+        {"lab": "b2", "region": REGION, "addresses": [], "instances": [], "shelves": [], "security_group_id": "",
+         "key_name": "", "orphans": [], "wait_timeout": 321}]
     assert not key_file.exists()
     assert (parts["a1"]["failed"], parts["a1"]["changed"], parts["a1"]["removed"]) == (False, True, REMOVED)
     assert parts["a1"]["message"] == (f"Lab a1: removed Elastic IP 127.0.0.9, instance i-a, security group a1-ssh, "
@@ -516,3 +519,16 @@ def test_a_lab_with_only_its_key_file_left_changes(plugin, tmp_path: Path) -> No
     part = plugin("plugin_utils.lab_lifecycle").teardown_step(run)["a1"]
     assert not key_file.exists()
     assert part["changed"] is True and part["message"] == f"Lab a1: removed {key_file}."
+
+
+def test_spot_status_prices_and_an_interruption(plugin) -> None:
+    lifecycle = plugin("plugin_utils.lab_lifecycle")
+    interrupted = {"market": "spot", "state": "stopped", "state_reason_code": "Server.SpotInstanceShutdown",
+                   "spot_request": {"state": "open", "status": "instance-stopped-no-capacity",
+                                    "updated": "2026-12-01T09:30:12+00:00"}}
+    said = lifecycle.spot_status(interrupted, {"usd_per_hour": 0.3, "zone": "us-east-1a"}, 0.8)
+    assert (said["usd_per_hour"], said["saving_percent"], said["request_state"]) == (0.3, 62, "open")
+    assert said["interrupted"].startswith("Interrupted by AWS at 2026-12-01 09:30 UTC (Server.SpotInstanceShutdown)")
+    stopped_by_owner = {**interrupted, "spot_request": {"state": "disabled", "status": "instance-stopped-by-user"}}
+    assert lifecycle.spot_status(stopped_by_owner, {}, 0.8)["interrupted"] == ""
+    assert lifecycle.spot_status({"market": "on-demand"}, {"usd_per_hour": 0.3}, 0)["saving_percent"] == 0

@@ -217,3 +217,29 @@ def test_status_shows_the_open_requests(plugin) -> None:
         "quota_requests": [{"id": "r-1", "quota_code": G, "quota_name": "Running On-Demand G and VT instances",
                             "desired_value": 4.0, "status": "PENDING"}]})
     assert "quota      request r-1 to raise Running On-Demand G and VT instances to 4 vCPUs: PENDING" in lines
+
+
+# --- spot: its own quotas -------------------------------------------------------------------------
+
+SPOT_G = "L-3819A6DF"
+
+
+def test_a_spot_type_counts_against_its_groups_spot_quota(q) -> None:
+    assert [q.quota_code(t, "spot") for t in ("g6.xlarge", "p4d.24xlarge", "m5.large", "mac1.metal")] == [
+        SPOT_G, "L-7212CCBC", "L-34B43A08", ""]
+    assert q.quota_codes(["g6.xlarge", "g5.xlarge"], ["spot", "on-demand"]) == [SPOT_G, G]
+    assert q.quota_name(SPOT_G) == "All G and VT Spot Instance Requests"
+
+
+def test_in_use_keeps_the_markets_apart(q) -> None:
+    assert q.in_use({"g5.xlarge": 4}, {"g6.xlarge": 8}) == {G: 4, SPOT_G: 8}
+
+
+def test_a_spot_want_is_decided_on_the_spot_quota_only(q) -> None:
+    quotas = region(q, {G: 64.0, SPOT_G: 4.0}, {SPOT_G: 4})
+    fit = q.decide(quotas, [q.Want("csdl", [("g6.xlarge", 4)], "spot")])["csdl"]
+    assert not fit.fits and fit.skipped[0]["market"] == "spot"
+    assert fit.msg.startswith("Lab csdl does not fit the account's spot vCPU quota in us-east-1: All G and VT Spot "
+                              "Instance Requests (L-3819A6DF) is 4 vCPUs with 4 in use (g6.xlarge needs 4)")
+    assert fit.request == (SPOT_G, 8) and "--quota-code L-3819A6DF --desired-value 8" in fit.msg
+    assert q.decide(quotas, [q.Want("csdl", [("g6.xlarge", 4)])])["csdl"].fits  # on demand: another quota
