@@ -1323,18 +1323,25 @@ class LabRemoval:
     def _delete_snapshot(self, snapshot_id: str) -> bool:
         """Deletes a snapshot, retrying while AWS still counts it as used by an image being
         deregistered (InvalidSnapshot.InUse); False when already gone."""
+        return self._delete_while(lambda: self.ec2.delete_snapshot(SnapshotId=snapshot_id),
+                                  ("InvalidSnapshot.NotFound",), "InvalidSnapshot.InUse", 0.5,
+                                  f"the snapshot {snapshot_id}")
+
+    def _delete_while(self, delete: Any, gone: tuple[str, ...], busy: str, delay: float, what: str) -> bool:
+        """Calls ``delete`` until it succeeds (True), AWS says the resource is ``gone`` (False),
+        or another error than ``busy`` (or ``busy`` after the wait) ends it with a LabFailure;
+        pauses growing from ``delay`` to 6 s."""
         deadline = time.monotonic() + self.p["wait_timeout"]
-        delay = 0.5
         while True:
             try:
-                self.ec2.delete_snapshot(SnapshotId=snapshot_id)
+                delete()
                 return True
             except botocore.exceptions.ClientError as e:
                 code = _code(e)
-                if code == "InvalidSnapshot.NotFound":
+                if code in gone:
                     return False
-                if code != "InvalidSnapshot.InUse" or time.monotonic() > deadline:
-                    raise LabFailure(f"Could not delete the snapshot {snapshot_id}: {e}") from e
+                if code != busy or time.monotonic() > deadline:
+                    raise LabFailure(f"Could not delete {what}: {e}") from e
             time.sleep(delay)
             delay = min(delay * 2, 6)
 
@@ -1380,20 +1387,9 @@ class LabRemoval:
     def _delete_group(self, group_id: str) -> bool:
         """Deletes a group, retrying while AWS still counts a terminated instance's interface
         (DependencyViolation, for a minute or two on AWS); False when already gone."""
-        deadline = time.monotonic() + self.p["wait_timeout"]
-        delay = 1.0
-        while True:
-            try:
-                self.ec2.delete_security_group(GroupId=group_id)
-                return True
-            except botocore.exceptions.ClientError as e:
-                code = _code(e)
-                if code in ("InvalidGroup.NotFound", "InvalidGroupId.NotFound"):
-                    return False
-                if code != "DependencyViolation" or time.monotonic() > deadline:
-                    raise LabFailure(f"Could not delete the security group {group_id}: {e}") from e
-            time.sleep(delay)
-            delay = min(delay * 2, 6)
+        return self._delete_while(lambda: self.ec2.delete_security_group(GroupId=group_id),
+                                  ("InvalidGroup.NotFound", "InvalidGroupId.NotFound"), "DependencyViolation", 1.0,
+                                  f"the security group {group_id}")
 
 
 def _summary(instance: dict[str, Any]) -> dict[str, Any]:
