@@ -162,7 +162,7 @@ main() {
                      tests/integration/test_idle_autostop.py tests/integration/test_standin.py
                      tests/integration/test_secrets.py tests/integration/test_class.py
                      tests/integration/test_guard_host.py tests/integration/test_demo.py
-                     tests/integration/test_spot_notice.py)
+                     tests/integration/test_spot_notice.py tests/integration/test_shelve_timer.py)
   # The AWS flows on the emulator (many playbook runs, no stand-in host): a run of their own,
   # so the playbooks' CPU work spreads over both cores once molecule is done.
   local flows_tests=(tests/integration/test_off_path.py tests/integration/test_bad_input.py

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import select
 import subprocess
 import sys
-from collections.abc import Mapping
+import termios
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +49,58 @@ def run_playbook(
     cmd, full_env = playbook_command(name, env, home, extra_vars, *args)
     return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+
+
+def controlling_terminal() -> None:
+    """In the child, after setsid: make its stdin (the pty) the session's controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def run_playbook_typing(
+    name: str,
+    env: Mapping[str, str],
+    home: Path,
+    extra_vars: Mapping[str, object] | None,
+    answers: Sequence[tuple[str, str]],
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """run_playbook at a terminal (a pty for stdin and output, as a user's shell gives it): each
+    (text, reply) in turn waits for text in the output since the last reply, then types reply and
+    Enter. The output (stdout and stderr together, with the replies' echo) is the result's stdout;
+    an answer whose text never came fails the test, with the output."""
+    cmd, full_env = playbook_command(name, env, home, extra_vars)
+    master, slave = pty.openpty()
+    # A session of its own with the pty as its controlling terminal, as a login shell has it
+    # (ansible's prompt sets the terminal's modes).
+    proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                            start_new_session=True, preexec_fn=controlling_terminal)
+    os.close(slave)
+    output, seen_from, pending = b"", 0, list(answers)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # the playbook ended: the pty is closed
+                    break
+                if not data:
+                    break
+                output += data
+            if pending and pending[0][0].encode() in output[seen_from:]:
+                seen_from = len(output)
+                os.write(master, pending.pop(0)[1].encode() + b"\r")
+            if not ready and proc.poll() is not None:
+                break
+        else:
+            proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        os.close(master)
+    text = output.decode(errors="replace").replace("\r\n", "\n")
+    assert not pending, f"never asked {pending[0][0]!r}:\n{text[-3000:]}"
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout=text, stderr="")
 
 
 def recaps(output: str) -> dict[str, dict[str, int]]:

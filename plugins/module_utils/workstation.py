@@ -16,7 +16,14 @@ plain Python (no Ansible), so unit tests call it on a throwaway home:
 
 The undo record (~/.gpu_lab/workstation_undo, sorted lines): "block F" (F holds blocks),
 "created F" (the role created F), "noeol F" (the role added a newline after F's last line, so
-its block starts on a line of its own). Removal puts back exactly what it says.
+its block starts on a line of its own), "timer F" (a file of a lab's daily shelve timer outside
+its folder: a systemd user unit, the link that enables it, a LaunchAgent). Removal puts back
+exactly what it says.
+
+The daily shelve timer (shelve_timer): ~/.gpu_lab/<lab>/shelve-check.sh runs the lab's status
+command (what <lab>-status runs), which shelves a lab stopped for its gpu_lab_shelve_after_days
+days; a systemd user timer (Linux) or a LaunchAgent (macOS) runs it daily. finish_timer() asks
+the user's service manager to start it (or stop it before removal), in the login home only.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ from __future__ import annotations
 import errno
 import os
 import platform
+import plistlib
 import pwd
 import re
 import shlex
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +51,7 @@ MARKER_PREFIX = "# BEGIN gpu_lab "
 INCLUDE_MARKER = "# {mark} gpu_lab include " + MANAGED
 PRIVATE_DIR = {"type": "directory", "mode": "0700"}
 KEPT = "kept (the server did not answer ssh-keyscan)"
-UNDO_KINDS = re.compile(r"(block|created|noeol) /")
+UNDO_KINDS = re.compile(r"(block|created|noeol|timer) /")
 
 
 # --- Small helpers that behave as the Jinja filters the role used did ---------------------
@@ -130,6 +139,13 @@ class Wanted:
     kit_token: str = ""
     commands: dict[str, str] = field(default_factory=dict)
     run_dir: str = ""
+    shelve_timer: bool = False
+    timer_environment: dict[str, Any] | None = None
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        """This run's environment: the one given, else this process's."""
+        return dict(os.environ) if self.timer_environment is None else dict(self.timer_environment)
 
     @property
     def ssh_dir(self) -> str:
@@ -253,6 +269,228 @@ def render_undo(old: list[str], new: list[str]) -> str:
     return "\n".join(jinja_sort(unique(old + new))) + "\n"
 
 
+# --- The daily shelve timer (shelve_timer) ---------------------------------------------------
+
+# The environment the timer's script keeps of this run: where AWS is and which profile, never a
+# secret (a credential in a file a timer reads every day would outlive the session it came from).
+TIMER_ENV = re.compile(r"(AWS_(PROFILE|DEFAULT_PROFILE|REGION|DEFAULT_REGION|CONFIG_FILE|SHARED_CREDENTIALS_FILE"
+                       r"|ENDPOINT_URL(_[A-Z0-9_]+)?)|ANSIBLE_CONFIG)\Z")
+TIMER_LAUNCHD_HOUR = 12  # a laptop is more often awake at noon; launchd runs a missed one on wake
+
+
+def timer_environment(env: dict[str, Any]) -> dict[str, str]:
+    """The names of TIMER_ENV that are set (not empty) in env, sorted; nothing else."""
+    return {name: str(env[name]) for name in sorted(env) if TIMER_ENV.match(name) and env[name] not in (None, "")}
+
+
+def credentials_only_in_environment(env: dict[str, Any], home: str) -> bool:
+    """This run's AWS credentials are environment variables alone: no profile and no credentials
+    file the timer could read instead."""
+    if not env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE"):
+        return False
+    shared = str(env.get("AWS_SHARED_CREDENTIALS_FILE") or f"{home}/.aws/credentials")
+    return not os.path.isfile(os.path.expanduser(shared))
+
+
+def systemd_quote(value: str) -> str:
+    """One word of a unit file's ExecStart: "%" and "$" escaped, quoted when it holds a space."""
+    value = value.replace("%", "%%").replace("$", "$$")
+    if re.search(r"[\s\"'\\;]", value):
+        value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+@dataclass
+class TimerFiles:
+    """Where the timer of a lab lives: its script in the lab's folder (removed with it), and on
+    Linux the systemd user units and the link `systemctl --user enable` makes; on macOS a
+    LaunchAgent."""
+
+    lab: str
+    home: str
+    system: str
+
+    @property
+    def darwin(self) -> bool:
+        return self.system == "Darwin"
+
+    @property
+    def script(self) -> str:
+        return f"{self.home}/.gpu_lab/{self.lab}/shelve-check.sh"
+
+    @property
+    def log(self) -> str:
+        return f"{self.home}/.gpu_lab/{self.lab}/shelve-check.log"
+
+    @property
+    def unit_dir(self) -> str:
+        return f"{self.home}/.config/systemd/user"
+
+    @property
+    def timer_name(self) -> str:
+        return f"gpu-lab-{self.lab}-shelve.timer"
+
+    @property
+    def service(self) -> str:
+        return f"{self.unit_dir}/gpu-lab-{self.lab}-shelve.service"
+
+    @property
+    def timer(self) -> str:
+        return f"{self.unit_dir}/{self.timer_name}"
+
+    @property
+    def link(self) -> str:
+        return f"{self.unit_dir}/timers.target.wants/{self.timer_name}"
+
+    @property
+    def label(self) -> str:
+        return f"io.github.csdl.gpu-lab.{self.lab}.shelve"
+
+    @property
+    def plist(self) -> str:
+        return f"{self.home}/Library/LaunchAgents/{self.label}.plist"
+
+    @property
+    def name(self) -> str:
+        return self.label if self.darwin else self.timer_name
+
+    @property
+    def manager(self) -> str:
+        return "launchd" if self.darwin else "systemd"
+
+    @property
+    def folders(self) -> list[str]:
+        """The folders the timer's files need, parents first (the lab's folder is the role's own)."""
+        if self.darwin:
+            return [f"{self.home}/Library", f"{self.home}/Library/LaunchAgents"]
+        return [f"{self.home}/.config", f"{self.home}/.config/systemd", self.unit_dir,
+                f"{self.unit_dir}/timers.target.wants"]
+
+    @property
+    def installed(self) -> list[str]:
+        """The files outside the lab's folder, as the undo record names them ("timer F")."""
+        return [self.plist] if self.darwin else [self.service, self.timer, self.link]
+
+    @property
+    def files(self) -> list[str]:
+        return [self.script, *self.installed]
+
+    def every_installed(self) -> list[str]:
+        """This lab's timer files of either system (a home shared by both, or a record from the other)."""
+        return unique(TimerFiles(self.lab, self.home, "Linux").installed
+                      + TimerFiles(self.lab, self.home, "Darwin").installed)
+
+    def output(self) -> str:
+        return self.log if self.darwin else f"journalctl --user -u gpu-lab-{self.lab}-shelve.service"
+
+
+def render_shelve_script(w: Wanted, files: TimerFiles, env: dict[str, str]) -> str:
+    """The lab's status command, where its alias runs it, with HOME and the AWS settings (never a
+    secret) of the launch. `exec env` runs the command as the alias's subshell does, a leading
+    NAME=value (an installed collection's ANSIBLE_COLLECTIONS_PATH) included."""
+    alias = aliases(w.lab, kit=False)["status"]
+    exports = [f"export {name}={shlex.quote(value)}" for name, value in {**env, "HOME": w.home}.items()]
+    return "\n".join([
+        "#!/bin/sh",
+        "# Managed by ansible (csdl.gpu_lab.workstation): a later run rewrites this file.",
+        f"# The {w.lab} lab's daily shelve check ({files.manager}: {files.name}): what {alias} runs. The lab's",
+        "# status shelves it once it has been stopped for its gpu_lab_shelve_after_days days. No AWS",
+        "# secret here: the credentials come from the profile or the shared credentials file.",
+        *exports,
+        f"cd {shlex.quote(w.run_dir)} && exec env {w.commands.get('status', '')}",
+    ]) + "\n"
+
+
+def render_shelve_service(w: Wanted, files: TimerFiles) -> str:
+    return (
+        "# Managed by ansible (csdl.gpu_lab.workstation): a later run rewrites this file.\n"
+        "[Unit]\n"
+        f"Description=gpu_lab: shelve the {w.lab} lab if it has been stopped too long (its status)\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f"ExecStart=/bin/sh {systemd_quote(files.script)}\n"
+    )
+
+
+def render_shelve_timer(w: Wanted) -> str:
+    return (
+        "# Managed by ansible (csdl.gpu_lab.workstation): a later run rewrites this file.\n"
+        "[Unit]\n"
+        f"Description=gpu_lab: the {w.lab} lab's daily shelve check\n"
+        "\n"
+        "[Timer]\n"
+        "OnCalendar=daily\n"
+        "Persistent=true\n"
+        "RandomizedDelaySec=1h\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+
+
+def render_shelve_plist(files: TimerFiles) -> str:
+    agent = {
+        "Label": files.label,
+        "ProgramArguments": ["/bin/sh", files.script],
+        "StartCalendarInterval": {"Hour": TIMER_LAUNCHD_HOUR, "Minute": 0},
+        "StandardOutPath": files.log,
+        "StandardErrorPath": files.log,
+    }
+    return plistlib.dumps(agent, fmt=plistlib.FMT_XML, sort_keys=True).decode("utf-8")
+
+
+def timer_commands(files: TimerFiles, *, on: bool, changed: bool) -> tuple[list[list[str]], list[list[str]]]:
+    """What to ask this user's service manager before the writes and after them: start a timer
+    just written (a LaunchAgent that was there is unloaded first, to load the new one), stop
+    one about to go. Nothing when nothing of it changes."""
+    if not changed:
+        return [], []
+    if files.darwin:
+        before = [["launchctl", "unload", files.plist]] if os.path.lexists(files.plist) else []
+        return before, [["launchctl", "load", "-w", files.plist]] if on else []
+    if on:
+        return [], [["systemctl", "--user", "daemon-reload"], ["systemctl", "--user", "start", files.timer_name]]
+    return [["systemctl", "--user", "stop", files.timer_name]], [["systemctl", "--user", "daemon-reload"]]
+
+
+def timer_query(files: TimerFiles) -> list[str]:
+    """The read-only question whether the timer runs now (exit 0 and "active", or launchd knows it)."""
+    if files.darwin:
+        return ["launchctl", "list", files.label]
+    return ["systemctl", "--user", "is-active", files.timer_name]
+
+
+def timer_answer(files: TimerFiles, rc: int, out: str) -> bool:
+    return rc == 0 and (files.darwin or out.strip() == "active")
+
+
+def timer_note(w: Wanted, files: TimerFiles, timer: dict[str, Any], outcome: str, detail: str = "") -> str:
+    """What the summary says of the timer (timer: its summary). outcome: sandbox (not the login
+    home), started, active, inactive, failed (detail: the manager's answer), check (check mode),
+    "" (nothing to say of its state)."""
+    if not timer["enabled"]:
+        if not timer["removed"]:
+            return ""
+        gone = f"The daily shelve timer ({timer['system']} {timer['name']}) is removed"
+        return gone + (f" from {w.home}." if outcome == "sandbox" else ".")
+    alias = aliases(w.lab, kit=False)["status"]
+    what = (f"A daily timer ({timer['system']} {timer['name']}) runs {alias} (status.yml, in {w.run_dir}), which"
+            " shelves the lab once it has been stopped for its gpu_lab_shelve_after_days days (without that"
+            f" setting it only looks). Script: {files.script}; output: {files.output()}.")
+    state = {
+        "sandbox": f"It is written in {w.home}, not your login home: not started.",
+        "started": "It is started.",
+        "active": "It is active.",
+        "inactive": ("It is not active now: it starts at your next login"
+                     + ("." if files.darwin else f" (or now: systemctl --user start {files.timer_name}).")),
+        "failed": f"No user service manager answered ({detail}): it starts at your next login.",
+        "check": "Check mode: not started.",
+    }.get(outcome, "")
+    remove = "Remove it: launch.yml without gpu_lab_shelve_timer, or teardown.yml."
+    return " ".join(part for part in (what, state, remove) if part)
+
+
 # --- blockinfile, as text ----------------------------------------------------------------
 
 def blockinfile(original: str | None, marker: str, block: str | None, *, at_top: bool = False) -> str:
@@ -372,8 +610,9 @@ class Look:
 @dataclass
 class Op:
     """One write: "dir" (make it, or set its mode, parents made alike), "chmod", "write"
-    (mode None keeps the file's own; follow writes through a link), "remove" (a file),
-    "rmtree", "rmdir" (only if empty). before/after feed --diff."""
+    (mode None keeps the file's own; follow writes through a link), "link" (a symbolic link
+    to text), "remove" (a file or link), "rmtree", "rmdir" (only if empty). before/after feed
+    --diff."""
 
     kind: str
     path: str
@@ -387,6 +626,8 @@ class Op:
         if self.kind in ("dir", "chmod"):
             before, after = f"{self.before}\n", f"mode {self.mode}\n"
             header = f"{self.path} ({'directory' if self.kind == 'dir' else 'file attributes'})"
+        elif self.kind == "link":
+            before, after, header = self.before, f"symbolic link to {self.text}\n", self.path
         else:
             before, header = self.before, self.path
             if self.kind in ("rmtree", "rmdir"):
@@ -397,17 +638,45 @@ class Op:
 
 
 @dataclass
+class TimerRun:
+    """The service manager's part of a plan that writes or removes a lab's timer: the commands
+    before the writes and after them, in the login home only (own)."""
+
+    files: TimerFiles
+    on: bool
+    own: bool
+    before: list[list[str]] = field(default_factory=list)
+    after: list[list[str]] = field(default_factory=list)
+
+
+@dataclass
 class Plan:
     ops: list[Op] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     secrets: list[str] = field(default_factory=list)
+    timer_run: TimerRun | None = None
 
     def write(self, path: str, text: str, mode: str) -> None:
         """A file of the role's (copy: content and mode, the path itself, never a link's target)."""
         if not same_file(path, text, mode):
             before = read_text(path) if os.path.isfile(path) and not os.path.islink(path) else ""
             self.ops.append(Op("write", path, text, mode, before=before))
+
+    def link(self, path: str, target: str) -> None:
+        """A symbolic link to target (what is there instead is replaced)."""
+        if os.path.islink(path):
+            if os.readlink(path) == target:
+                return
+            before = f"symbolic link to {os.readlink(path)}\n"
+        else:
+            before = read_text(path) if os.path.isfile(path) else ""
+        self.ops.append(Op("link", path, target, before=before))
+
+    def remove(self, path: str) -> None:
+        if os.path.lexists(path):
+            before = read_text(path) if os.path.isfile(path) and not os.path.islink(path) else ""
+            self.ops.append(Op("remove", path, before=before))
 
     def directory(self, path: str) -> None:
         try:
@@ -491,13 +760,19 @@ def plan_present(w: Wanted, look: Look) -> Plan:
     dirs = [w.ssh_dir, w.gpu_lab_dir, w.lab_dir]
     files = [w.ssh_config, w.key_file, w.undo_file, w.known_hosts, w.lab_ssh_config, w.url_file, w.token_file]
     targets = shell_targets(w, look)
-    kinds = {**{p: "file" for p in files + targets}, **{p: "directory" for p in dirs}}
+    timer = TimerFiles(w.lab, w.home, look.system)
+    timer_on = w.shelve_timer and not w.kit
+    timer_dirs, timer_paths = (timer.folders, timer.files) if timer_on else ([], [])
+    kinds = {**{p: "file" for p in files + targets + timer_paths}, **{p: "directory" for p in dirs + timer_dirs}}
     # A file in the way comes first: the host keys pinned before are read from a file, and
     # what follows from it would only repeat it.
-    in_the_way = unique([why for path in dirs + files + targets if (why := look.want(path, kinds[path])["problem"])])
+    in_the_way = unique([why for path in dirs + files + targets + timer_dirs + timer_paths
+                         if (why := look.want(path, kinds[path])["problem"])])
     pins = [] if in_the_way else pins_of_lines(key_lines(w, look))
     plan.problems = ([port["error"]] if "error" in port else []) + (
         in_the_way or ([] if pins else [keys_problem(w, look)]))
+    if timer_on and not w.commands.get("status"):
+        plan.problems.append("The shelve timer runs the lab's status command: pass commands.status (the role does).")
     if plan.problems:
         return plan
 
@@ -509,7 +784,10 @@ def plan_present(w: Wanted, look: Look) -> Plan:
     wanted_block = {w.ssh_config: (INCLUDE_MARKER, include), **{p: (shell_marker(w.lab), block) for p in targets}}
     in_place = [p for p, (marker, body) in wanted_block.items()
                 if texts[p] is not None and block_in_place(texts[p], marker, body)]
-    undo = render_undo(file_lines(w.undo_file), undo_new(w, targets))
+    old_undo, timer_gone = timer_undo(w, timer, on=timer_on)
+    undo = render_undo(old_undo, undo_new(w, targets) + (timer_undo_new(timer) if timer_on else []))
+    env = w.environment
+    timer_texts = render_timer(w, timer, timer_environment(env)) if timer_on else {}
     known_hosts = render_known_hosts(pins, f"{w.lab},{w.host_address}")
     entry = render_ssh_entry(w, refs, local)
     token = current_token(w)
@@ -525,6 +803,11 @@ def plan_present(w: Wanted, look: Look) -> Plan:
     if token and not same_file(w.url_file, url, "0600"):
         changing.append((w.url_file, "file"))
     changing += [(p, "file") for p in wanted_block if p not in in_place]
+    changing += [(p, "directory") for p in timer_dirs if not os.path.lexists(p)]
+    changing += [(p, "file") for p, (text, mode) in timer_texts.items() if not same_file(p, text, mode)]
+    if timer_on and not timer.darwin and not timer_link_in_place(timer):
+        changing.append((timer.link, "file"))
+    changing += [(p, "file") for p in timer_gone if os.path.lexists(p)]
     plan.problems = _problems_with_writes(look, changing)
     if plan.problems:
         return plan
@@ -552,7 +835,81 @@ def plan_present(w: Wanted, look: Look) -> Plan:
     plan.summary = _present_summary(w, refs, port, pins_source(w, look), targets,
                                     [n for p in targets if texts[p] is not None
                                      if (n := stale_lines_note(p, texts[p], w.lab))])
+    _plan_timer(plan, w, timer, timer_texts, timer_gone, own=refs.home_ref == "~")
+    if w.shelve_timer and w.kit:
+        plan.summary["notes"].append("gpu_lab_shelve_timer is ignored with a connection kit: a kit has no playbooks"
+                                     " to run (the class's staff shelve its labs).")
+    if timer_on and credentials_only_in_environment(env, w.home):
+        plan.summary["timer"]["warnings"].append(ENV_CREDENTIALS_WARNING)
+        plan.summary["notes"].append(ENV_CREDENTIALS_WARNING)
     return plan
+
+
+ENV_CREDENTIALS_WARNING = (
+    "This run's AWS credentials are only environment variables (AWS_ACCESS_KEY_ID), and the shelve timer keeps no"
+    " secret: it cannot use them. Run `aws configure` (it saves them in ~/.aws/credentials, which the timer reads),"
+    " or use a profile (AWS_PROFILE) and run launch.yml again.")
+
+
+def render_timer(w: Wanted, timer: TimerFiles, env: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """The timer's files with their text and mode (the enabling link aside)."""
+    texts = {timer.script: (render_shelve_script(w, timer, env), "0700")}
+    if timer.darwin:
+        texts[timer.plist] = (render_shelve_plist(timer), "0644")
+    else:
+        texts[timer.service] = (render_shelve_service(w, timer), "0644")
+        texts[timer.timer] = (render_shelve_timer(w), "0644")
+    return texts
+
+
+def timer_link_in_place(timer: TimerFiles) -> bool:
+    return os.path.islink(timer.link) and os.readlink(timer.link) == timer.timer
+
+
+def timer_undo(w: Wanted, timer: TimerFiles, *, on: bool) -> tuple[list[str], list[str]]:
+    """The undo record's lines to keep, and the timer files to remove: with the timer off, every
+    file of this lab's timer there is (the record's, and those of either system), and its lines."""
+    old = file_lines(w.undo_file)
+    if on:
+        return old, []
+    mine = timer.every_installed()
+    recorded = [line[len("timer "):] for line in old if line.startswith("timer ")]
+    gone = unique([timer.script, timer.log, *mine, *[p for p in recorded if p in mine]])
+    return [line for line in old if not (line.startswith("timer ") and line[len("timer "):] in mine)], gone
+
+
+def timer_undo_new(timer: TimerFiles) -> list[str]:
+    """The folders the timer creates, and its files outside the lab's folder."""
+    return [f"created {d}" for d in timer.folders if not os.path.lexists(d)] + [f"timer {p}" for p in timer.installed]
+
+
+def _plan_timer(plan: Plan, w: Wanted, timer: TimerFiles, texts: dict[str, tuple[str, str]], gone: list[str], *,
+                own: bool) -> None:
+    """The timer's writes (on) or removals (off), the service manager's part, and its summary."""
+    on = bool(texts)
+    start = len(plan.ops)
+    if on:
+        for folder in timer.folders:
+            if not os.path.lexists(folder):
+                plan.ops.append(Op("dir", folder, mode="0700", before="absent"))
+        for path, (text, mode) in texts.items():
+            plan.write(path, text, mode)
+        if not timer.darwin:
+            plan.link(timer.link, timer.timer)
+    removed = [p for p in gone if os.path.lexists(p)]
+    for path in removed:
+        plan.remove(path)
+    touched = {op.path for op in plan.ops[start:]}
+    changed = bool(touched & set(timer.installed if on else timer.every_installed()))
+    before, after = timer_commands(timer, on=on, changed=changed)
+    plan.timer_run = TimerRun(timer, on, own, before, after)
+    summary = plan.summary if plan.summary is not None else {}
+    plan.summary = summary
+    summary["timer"] = {
+        "enabled": on, "system": timer.manager, "name": timer.name, "script": timer.script,
+        "files": timer.files if on else [], "removed": removed, "started": False, "note": "", "warnings": [],
+    }
+    plan.summary["timer"]["note"] = timer_note(w, timer, plan.summary["timer"], "" if own else "sandbox")
 
 
 def _fix_key_mode(plan: Plan, w: Wanted) -> None:
@@ -652,8 +1009,11 @@ def plan_pin(w: Wanted, look: Look) -> Plan:
 
 def what_is_set_up(w: Wanted) -> list[str]:
     """What this machine has of the lab, as the removal's summary says it went."""
+    timer = TimerFiles(w.lab, w.home, platform.system())
     return ([f"the ssh entry (Host {w.lab}) and the shell shortcuts"] if os.path.isfile(w.lab_ssh_config) else []) + (
-        ["the pinned host key"] if os.path.isfile(w.known_hosts) else [])
+        ["the pinned host key"] if os.path.isfile(w.known_hosts) else []) + (
+        ["the daily shelve timer"] if any(os.path.lexists(p) for p in [timer.script, *timer.every_installed()])
+        else [])
 
 
 def plan_unpin(w: Wanted) -> Plan:
@@ -716,7 +1076,22 @@ def labs_with_entry(gpu_lab_dir: str, but: str) -> list[str]:
 def plan_absent(w: Wanted) -> Plan:
     """Removal: every file as it was before the first lab, as the undo record says."""
     plan, now = Plan(), Overlay()
+    removed = what_is_set_up(w)
     undo = [line.split(" ", 1) for line in file_lines(w.undo_file) if UNDO_KINDS.match(line)]
+    # The lab's timer files go (the record's and those of either system); other labs' stay recorded.
+    timer = TimerFiles(w.lab, w.home, platform.system())
+    mine = timer.every_installed()
+    timer_files = [p for p in unique(mine + [p for kind, p in undo if kind == "timer" and p in mine])
+                   if os.path.lexists(p)]
+    for path in timer_files:
+        plan.remove(path)
+        now.gone.add(path)
+    others = [[kind, p] for kind, p in undo if kind == "timer" and p not in mine]
+    undo = [[kind, p] for kind, p in undo if kind != "timer"]
+    if timer_files:
+        before, after = timer_commands(timer, on=False, changed=True)
+        own = os.path.realpath(w.home) == os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir)
+        plan.timer_run = TimerRun(timer, False, own, before, after)
     shells = unique((w.shell_files or w.shell_candidates_all) + [p for kind, p in undo if kind == "block"])
     for path in [p for p in shells if os.path.exists(p)]:
         _remove_block(plan, now, path, shell_marker(w.lab))
@@ -727,15 +1102,15 @@ def plan_absent(w: Wanted) -> Plan:
     last_lab = not labs_left
     if last_lab and os.path.exists(w.ssh_config):
         _remove_block(plan, now, w.ssh_config, INCLUDE_MARKER)
-    keep = _undo(plan, now, undo, last_lab=last_lab)
+    keep = _undo(plan, now, undo, last_lab=last_lab) + others
     if keep:
-        plan.write(w.undo_file, "\n".join(" ".join(entry) for entry in keep) + "\n", "0600")
+        plan.write(w.undo_file, "\n".join(jinja_sort([" ".join(entry) for entry in keep])) + "\n", "0600")
     elif os.path.lexists(w.undo_file):
         plan.ops.append(Op("remove", w.undo_file, before=read_text(w.undo_file)))
         now.gone.add(w.undo_file)
     if last_lab and os.path.isdir(w.gpu_lab_dir) and not now.entries(w.gpu_lab_dir):
         plan.ops.append(Op("rmdir", w.gpu_lab_dir))
-    plan.summary = {"lab": w.lab, "state": "absent", "removed": what_is_set_up(w),
+    plan.summary = {"lab": w.lab, "state": "absent", "removed": removed,
                     "labs_left": jinja_sort([os.path.basename(os.path.dirname(p)) for p in labs_left])}
     return plan
 
@@ -772,7 +1147,8 @@ def _undo(plan: Plan, now: Overlay, undo: list[list[str]], *, last_lab: bool) ->
             plan.ops.append(Op("remove", path))
             now.texts.pop(path, None)
             now.gone.add(path)
-    for _kind, path in dirs:
+    # The deepest first: a folder the role created in one it created (~/.config/systemd/user).
+    for _kind, path in sorted(dirs, key=lambda entry: -entry[1].count("/")):
         if not now.entries(path):
             plan.ops.append(Op("rmdir", path))
             now.gone.add(path)
@@ -789,6 +1165,8 @@ def apply(ops: list[Op]) -> None:
             os.chmod(op.path, int(op.mode or "0600", 8))
         elif op.kind == "write":
             _write(op)
+        elif op.kind == "link":
+            _link(op)
         elif op.kind == "remove":
             with _missing_ok():
                 os.unlink(op.path)
@@ -837,6 +1215,21 @@ class _exists_ok:  # noqa: N801
         return isinstance(err, FileExistsError)
 
 
+def _link(op: Op) -> None:
+    """A symbolic link made beside the path, then renamed over what is there."""
+    os.makedirs(os.path.dirname(op.path), exist_ok=True)
+    temp = f"{op.path}.ansible_tmp_link"
+    with _missing_ok():
+        os.unlink(temp)
+    os.symlink(op.text, temp)
+    try:
+        os.replace(temp, op.path)
+    except BaseException:
+        with _missing_ok():
+            os.unlink(temp)
+        raise
+
+
 def _write(op: Op) -> None:
     """Written beside the file, then renamed over it (as Ansible's atomic_move). A file that
     exists keeps its mode unless one is given; follow writes a link's target."""
@@ -860,3 +1253,44 @@ def _write(op: Op) -> None:
         with _missing_ok():
             os.unlink(temp)
         raise
+
+
+# --- The timer's service manager ------------------------------------------------------------
+
+def timer_before(plan: Plan, run: Callable[[list[str]], tuple[int, str, str]], *, check_mode: bool) -> None:
+    """Before the writes: stop (unload) a timer about to go or change. Best effort."""
+    timer = plan.timer_run
+    if timer and timer.own and not check_mode:
+        for argv in timer.before:
+            run(argv)
+
+
+def finish_timer(w: Wanted, plan: Plan, run: Callable[[list[str]], tuple[int, str, str]], *, check_mode: bool) -> None:
+    """After the writes: start a timer just written (systemctl --user daemon-reload and start,
+    or launchctl load -w), reload after one removed; or, unchanged, ask whether it runs. Only in
+    the login home (a sandbox's timer is not this user's), never in check mode (but the
+    read-only question). The summary's timer then says what it is."""
+    timer = plan.timer_run
+    summary = (plan.summary or {}).get("timer")
+    if timer is None:
+        return
+    outcome, detail = "", ""
+    if not timer.own:
+        outcome = "sandbox"
+    elif check_mode and timer.after:
+        outcome = "check"
+    elif timer.after:
+        for argv in timer.after:
+            rc, out, err = run(argv)
+            if rc != 0 and timer.on:
+                first = (err.strip() or out.strip() or f"exit {rc}").splitlines()[0]
+                outcome, detail = "failed", f"{' '.join(argv)}: {first}"
+                break
+        else:
+            outcome = "started" if timer.on else ""
+    elif timer.on:
+        rc, out, _err = run(timer_query(timer.files))
+        outcome = "active" if timer_answer(timer.files, rc, out) else "inactive"
+    if summary is not None:
+        summary["started"] = outcome in ("started", "active")
+        summary["note"] = timer_note(w, timer.files, summary, outcome, detail)

@@ -32,6 +32,17 @@ description:
     machine); absent, it removes C(~/.gpu_lab/<lab>/).
   - O(jupyter_url_only=true) only writes the Jupyter URL file, from the token jupyter_server keeps
     in C(~/.gpu_lab/<lab>/jupyter_token) and the port the lab's ssh entry forwards.
+  - O(shelve_timer=true) also sets up a daily timer that runs the lab's status command (what
+    C(<lab>-status) runs), which shelves a lab stopped for its C(gpu_lab_shelve_after_days) days -
+    the script C(~/.gpu_lab/<lab>/shelve-check.sh) (0700, with C(HOME) and the AWS settings of
+    O(timer_environment) exported, never a secret), and on Linux the systemd user units
+    C(~/.config/systemd/user/gpu-lab-<lab>-shelve.service) and C(.timer) (daily, persistent) enabled
+    as C(systemctl --user enable) does (a link in C(timers.target.wants/)); on macOS the LaunchAgent
+    C(~/Library/LaunchAgents/io.github.csdl.gpu-lab.<lab>.shelve.plist) (daily at noon). The undo
+    record names them. In the login home (the passwd entry's) a timer just written is started
+    (C(systemctl --user daemon-reload) and C(start), or C(launchctl load -w)), best effort (with no
+    user service manager, at the next login). O(shelve_timer=false) removes a lab's timer,
+    and so does O(state=absent). Ignored with O(kit) (the summary's notes say so) and O(pin_only).
   - Runs of several labs in one home wait for each other (a lock on the home directory).
   - Supports check mode and diff mode (the Jupyter token is masked in the diff).
 author: gpu_lab developers (@csdl)
@@ -130,6 +141,21 @@ options:
     description: The directory the aliases run those commands in.
     type: str
     default: ""
+  shelve_timer:
+    description:
+      - Set up the lab's daily shelve timer (true), or remove it if it is there (false).
+      - It runs C(commands.status) in O(run_dir).
+    type: bool
+    default: false
+  timer_environment:
+    description:
+      - The environment of this run, for the timer's script. Only C(AWS_PROFILE), C(AWS_DEFAULT_PROFILE),
+        C(AWS_REGION), C(AWS_DEFAULT_REGION), C(AWS_ENDPOINT_URL), C(AWS_ENDPOINT_URL_*), C(AWS_CONFIG_FILE),
+        C(AWS_SHARED_CREDENTIALS_FILE) and C(ANSIBLE_CONFIG) are kept (those set); never a credential.
+      - When C(AWS_ACCESS_KEY_ID) is set with no profile and no shared credentials file, the summary
+        warns that the timer cannot use them.
+      - Not given, the module's own environment (that of ansible-playbook on this machine).
+    type: dict
 notes:
   - The logic is in C(plugins/module_utils/workstation.py); the look at this machine in
     C(plugins/module_utils/workstation_probe.py).
@@ -262,10 +288,63 @@ summary:
       type: str
       sample: given
     notes:
-      description: Sentences about what was found in the way or left as it was.
+      description:
+        - Sentences about what was found in the way or left as it was; with the timer, the warning that this
+          run's AWS credentials are environment variables only (the timer cannot use them).
       type: list
       elements: str
       sample: []
+    timer:
+      description: With O(state=present) (not O(pin_only)), the lab's daily shelve timer.
+      type: dict
+      sample:
+        enabled: true
+        system: systemd
+        name: gpu-lab-csdl-shelve.timer
+        started: true
+      contains:
+        enabled:
+          description: Whether the timer is set up (O(shelve_timer)).
+          type: bool
+          sample: true
+        system:
+          description: C(systemd) (Linux) or C(launchd) (macOS).
+          type: str
+          sample: systemd
+        name:
+          description: The systemd timer unit, or the LaunchAgent's label.
+          type: str
+          sample: gpu-lab-csdl-shelve.timer
+        script:
+          description: The script the timer runs.
+          type: str
+          sample: /home/me/.gpu_lab/csdl/shelve-check.sh
+        files:
+          description: The timer's files (the script, the units and the enabling link, or the LaunchAgent).
+          type: list
+          elements: str
+          sample: [/home/me/.gpu_lab/csdl/shelve-check.sh, /home/me/.config/systemd/user/gpu-lab-csdl-shelve.timer]
+        removed:
+          description: With the timer off, the files of a timer this run removes.
+          type: list
+          elements: str
+          sample: []
+        started:
+          description: Whether the timer runs now (started by this run, or found active).
+          type: bool
+          sample: true
+        note:
+          description:
+            - What the timer does, whether it is started (not in a home other than the login one, nor in check
+              mode; with no user service manager, at the next login) and how to remove it; empty when there is
+              no timer and none was removed.
+          type: str
+          sample: "A daily timer (systemd gpu-lab-csdl-shelve.timer) runs csdl-status ..."
+        warnings:
+          description: The credentials warning of RV(summary.notes), if any.
+          type: list
+          elements: str
+          sample: []
     labs_left:
       description: With O(state=absent), the other labs this machine is still set up for.
       type: list
@@ -346,6 +425,8 @@ ARGUMENT_SPEC = {
     "kit_token": {"type": "str", "default": "", "no_log": True},
     "commands": {"type": "dict", "default": {}},
     "run_dir": {"type": "str", "default": ""},
+    "shelve_timer": {"type": "bool", "default": False},
+    "timer_environment": {"type": "dict"},
 }
 
 
@@ -390,12 +471,21 @@ def main() -> None:
         module.no_log_values.update(result.secrets)
         if result.problems:
             module.fail_json(msg=" ".join(result.problems))
+
+        def run(argv: list[str]) -> tuple[int, str, str]:
+            program = module.get_bin_path(argv[0])
+            if program is None:
+                return 127, "", f"{argv[0]} not found"
+            return module.run_command([program, *argv[1:]])
+
+        ws.timer_before(result, run, check_mode=module.check_mode)
         if not module.check_mode:
             try:
                 ws.apply(result.ops)
             except OSError as err:
                 module.fail_json(msg=f"Could not write the {w.lab} lab's files: {err}",
                                  changes=[f"{op.kind} {op.path}" for op in result.ops])
+        ws.finish_timer(w, result, run, check_mode=module.check_mode)
     output: dict = {"changed": bool(result.ops), "changes": [f"{op.kind} {op.path}" for op in result.ops]}
     if result.summary is not None:
         output["summary"] = result.summary

@@ -29,6 +29,9 @@ SHARED = ("gpu_lab_class", "gpu_lab_student", "gpu_lab_force_teardown",
           "gpu_lab_jupyter_port", "gpu_lab_course_repo", "gpu_lab_course_branch", "gpu_lab_idle_minutes",
           "gpu_lab_daily_stop", "gpu_lab_check_course_repo")
 MANAGED_BY = "csdl.gpu_lab"
+# Where launch records gpu_lab_shelve_after_days: status.yml (and the workstation's timer) follow
+# the lab's own setting, not this run's.
+SHELVE_AFTER_DAYS_TAG = "gpu_lab:shelve_after_days"
 DEFAULT_ROOT_DEVICE = "/dev/sda1"
 
 
@@ -110,7 +113,8 @@ class LabSettings:
     market: str = "on-demand"
     spot_fallback_on_demand: bool = True
     spot_max_price: str = ""
-    # Shelve a lab stopped this many days when status.yml runs (0 = never); an archiving teardown.
+    # Shelve a lab stopped this many days when status.yml runs (0 = never; recorded on the
+    # instance by launch, which status follows); an archiving teardown.
     shelve_after_days: float = 0.0
     keep_archive: bool = False
     record: dict[str, Any] = field(default_factory=dict)
@@ -200,7 +204,8 @@ class LabSettings:
     def recorded_tags(self) -> dict[str, str]:
         """What the instance records about the lab's settings (status.yml and launch read it)."""
         return {"gpu_lab:autostop_minutes": self.autostop_minutes,
-                "gpu_lab:idle_alarm": str(self.idle_alarm).lower()}
+                "gpu_lab:idle_alarm": str(self.idle_alarm).lower(),
+                SHELVE_AFTER_DAYS_TAG: f"{self.shelve_after_days:g}"}
 
     @property
     def candidates(self) -> list[str]:

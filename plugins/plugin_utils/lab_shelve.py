@@ -19,7 +19,7 @@ from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_lifecycle
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_lifecycle import call_labs, hours_since, looked_up
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_prices import SNAPSHOT_GIB_MONTH_USD, shelf_monthly
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_run import Part, Run, failed, ok
-from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_settings import LabSettings
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_settings import SHELVE_AFTER_DAYS_TAG, LabSettings
 
 
 def shelve_spec(lab: LabSettings, region: str, found: dict[str, Any]) -> dict[str, Any]:
@@ -58,11 +58,36 @@ def shelve_step(run: Run, due_only: bool = False,
 
 
 def due(lab: LabSettings, instance: dict[str, Any], now: dt.datetime) -> bool:
-    """Whether gpu_lab_shelve_after_days has come for the lab: stopped that long."""
-    if lab.shelve_after_days <= 0 or instance.get("state") != "stopped":
+    """Whether the lab's gpu_lab_shelve_after_days has come: stopped that long."""
+    after = shelve_after_days(lab, instance)
+    if after <= 0 or instance.get("state") != "stopped":
         return False
     hours = hours_since(instance, now)
-    return hours is not None and hours >= 24 * lab.shelve_after_days
+    return hours is not None and hours >= 24 * after
+
+
+def shelve_after_days(lab: LabSettings, instance: dict[str, Any]) -> float:
+    """The lab's own gpu_lab_shelve_after_days, as its launch recorded it on the instance (a status
+    run in another shell, or the workstation's timer, gives none); this run's for an instance
+    that records none (launched before the tag)."""
+    recorded = str((instance.get("tags") or {}).get(SHELVE_AFTER_DAYS_TAG, "")).strip()
+    try:
+        return float(recorded) if recorded else lab.shelve_after_days
+    except ValueError:
+        return lab.shelve_after_days
+
+
+def differs_note(lab: LabSettings, instance: dict[str, Any]) -> str:
+    """Said when this run sets gpu_lab_shelve_after_days to other than the lab records ('' else)."""
+    if not instance or not lab.shelve_after_days:
+        return ""
+    recorded = shelve_after_days(lab, instance)
+    if recorded == lab.shelve_after_days:
+        return ""
+    kept = f"shelves it after {recorded:g} days stopped" if recorded > 0 else "never shelves it"
+    return (f"Lab {lab.name} records gpu_lab_shelve_after_days={recorded:g} (from its launch), so status.yml "
+            f"{kept}, not after {lab.shelve_after_days:g}: `ansible-playbook launch.yml -e "
+            f"gpu_lab_shelve_after_days={lab.shelve_after_days:g}` changes it; shelve.yml shelves it now.")
 
 
 def shelved_part(lab: LabSettings, spec: dict[str, Any], ran: Part, check_mode: bool) -> Part:
@@ -92,7 +117,8 @@ def shelved_message(lab: LabSettings, instance: dict[str, Any], shelf: dict[str,
 def status_step(run: Run, now: dt.datetime | None = None) -> dict[str, Part]:
     """status.yml: first the labs whose gpu_lab_shelve_after_days has come are shelved (none
     unless it is set), then each lab's status (lab_lifecycle.status_step) from what find found,
-    as it is after that shelving; a shelving's sentence leads its lab's warnings."""
+    as it is after that shelving; a shelving's sentence leads its lab's warnings (or, when this
+    run's gpu_lab_shelve_after_days is not the lab's, a sentence that says which applies)."""
     when = now or dt.datetime.now(dt.UTC)
     shelved = shelve_step(run, due_only=True, now=when.replace(tzinfo=None))
     for host, part in shelved.items():
@@ -103,7 +129,8 @@ def status_step(run: Run, now: dt.datetime | None = None) -> dict[str, Part]:
                                   "shelf": part["shelf"]}
     parts = lab_lifecycle.status_step(run, now=lambda: when)
     for host, part in shelved.items():
-        said = str(part.get("message") or part.get("msg") or "")
+        instance = (run.facts.get(host, {}).get("resources") or {}).get("instance") or {}
+        said = str(part.get("message") or part.get("msg") or differs_note(run.labs[host], instance))
         if said and not parts[host].get("failed"):
             status = parts[host]["status"]
             parts[host] = ok(bool(part.get("changed")), status={**status, "warnings": [said, *status["warnings"]]})

@@ -164,7 +164,7 @@ def files(home: Path) -> dict[str, bytes]:
     return {str(p.relative_to(home)): p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file()}
 
 
-PLAYBOOKS = ("launch", "start", "stop", "status", "teardown")
+PLAYBOOKS = ("launch", "start", "stop", "status", "shelve", "teardown")
 
 
 def check_run(cloud: Cloud, home: Path, playbook: str) -> subprocess.CompletedProcess[str]:
@@ -181,8 +181,8 @@ def test_check_mode_on_a_fresh_account(cloud: Cloud, aws: Any, tmp_path: Path) -
     for playbook in PLAYBOOKS:
         result = check_run(cloud, home, playbook)
         out = flat(result)
-        if playbook == "start":
-            # Nothing to start: the same refusal as without --check.
+        if playbook in ("start", "shelve"):
+            # Nothing to start or shelve: the same refusal as without --check.
             assert result.returncode != 0 and "has no instance" in out, out[-3000:]
         else:
             assert result.returncode == 0, f"{playbook}: {out[-4000:]}"
@@ -204,6 +204,9 @@ def test_check_mode_on_a_stopped_lab(cloud: Cloud, aws: Any, tmp_path: Path) -> 
         assert result.returncode == 0, f"{playbook}: {out[-4000:]}"
         if playbook in ("launch", "start"):
             assert re.search(r"Check mode: lab csdl would .*start i-", out), f"{playbook}: {out[-3000:]}"
+        if playbook == "shelve":
+            assert re.search(r"Check mode: lab csdl would make an image of i-\w+ \(no reboot\) and wait until it is "
+                             r"available; release [0-9.]+; terminate i-", out), out[-3000:]
         if playbook == "teardown":
             assert re.search(r"Check mode: lab csdl would release [0-9.]+; terminate i-", out), out[-3000:]
         assert account(aws) == before, playbook

@@ -13,7 +13,7 @@ from typing import Any
 
 from local_cloud.cloud import Cloud
 from tests.aws_state import lab_state
-from tests.playbook import flat, run_playbook, succeeded
+from tests.playbook import flat, run_playbook, run_playbook_typing, succeeded
 
 LAB = {"gpu_lab_name": "shv", "gpu_lab_ssh_cidr": "198.51.100.7/32", "gpu_lab_wait_for_ssh": "false"}
 TEARDOWN = {"gpu_lab_confirm_teardown": "shv", "gpu_lab_force_teardown": "true"}
@@ -92,17 +92,23 @@ def test_a_lab_stopped_long_enough_is_shelved_when_status_runs(cloud: Cloud, aws
     succeeded(run_playbook("launch", cloud.env(), tmp_path, settings))
     quiet = succeeded(run_playbook("status", cloud.env(), tmp_path, settings), changed=0)  # running: not due
     assert "shelved" not in quiet
-    succeeded(run_playbook("stop", cloud.env(), tmp_path, settings))
+    succeeded(run_playbook("stop", cloud.env(), tmp_path, LAB))
     time.sleep(3)
-    status = succeeded(run_playbook("status", cloud.env(), tmp_path, settings), changed=1)
+    # Another shell, without the launch's -e: the days the launch recorded on the instance apply.
+    status = succeeded(run_playbook("status", cloud.env(), tmp_path, LAB), changed=1)
     assert "Lab shv is shelved: its disk is the image" in status and "state shelved" in status, status[-3000:]
     assert len(shelves(aws)) == 1 and lab_state(aws("ec2"), "shv")["instances"] == []
     succeeded(run_playbook("status", cloud.env(), tmp_path, settings), changed=0)
-    # Off by default: a stopped lab stays stopped whatever its age.
+    # Off by default: a stopped lab stays stopped whatever its age, and a status run's own -e
+    # does not shelve a lab whose launch recorded none (it says which setting applies).
     succeeded(run_playbook("launch", cloud.env(), tmp_path, LAB))
+    (restored,) = lab_state(aws("ec2"), "shv")["instances"]
+    assert {t["Key"]: t["Value"] for t in restored["Tags"]}["gpu_lab:shelve_after_days"] == "0"
     succeeded(run_playbook("stop", cloud.env(), tmp_path, LAB))
     time.sleep(2)
     succeeded(run_playbook("status", cloud.env(), tmp_path, LAB), changed=0)
+    told = succeeded(run_playbook("status", cloud.env(), tmp_path, settings), changed=0)
+    assert "Lab shv records gpu_lab_shelve_after_days=0 (from its launch), so status.yml never shelves it" in told
     assert lab_state(aws("ec2"), "shv")["instances"][0]["State"]["Name"] == "stopped"
 
 
@@ -127,6 +133,35 @@ def test_teardown_can_keep_the_disk_as_an_archive(cloud: Cloud, aws: Callable[..
     state = lab_state(aws("ec2"), "shv")
     assert state["key_pairs"] == [] and not key_file.exists()
     succeeded(run_playbook("teardown", cloud.env(), tmp_path, {**LAB, **TEARDOWN}), changed=0)
+
+
+def test_at_a_terminal_teardown_offers_to_keep_a_disk_it_cannot_check(cloud: Cloud, aws: Callable[..., Any],
+                                                                      tmp_path: Path) -> None:
+    """A stopped lab's disk cannot be looked at for unsaved work: at a terminal, teardown offers to
+    keep it as an image (type keep) before it refuses; Enter refuses, as a run without a terminal
+    does, and nothing is deleted."""
+    succeeded(run_playbook("launch", cloud.env(), tmp_path, LAB))
+    succeeded(run_playbook("stop", cloud.env(), tmp_path, LAB))
+    confirmed = {**LAB, "gpu_lab_confirm_teardown": "shv"}
+    offer = "Type keep to keep its disk as an image instead"
+    refused = run_playbook_typing("teardown", cloud.env(), tmp_path, confirmed, [(offer, "")])
+    out = " ".join(refused.stdout.split())
+    assert refused.returncode != 0, out[-3000:]
+    assert ("Teardown deletes the disk, and lab shv is stopped, so its disk cannot be checked for unsaved work. "
+            f"{offer}") in out
+    assert "Lab shv is stopped, so its disk cannot be checked for unsaved work, and teardown deletes the disk" in out
+    state = lab_state(aws("ec2"), "shv")
+    assert [i["State"]["Name"] for i in state["instances"]] == ["stopped"] and state["addresses"] and not shelves(aws)
+
+    kept = run_playbook_typing("teardown", cloud.env(), tmp_path, confirmed, [(offer, "keep")])
+    out = " ".join(kept.stdout.split())
+    assert kept.returncode == 0, out[-3000:]
+    (image,) = shelves(aws)
+    assert f"Its disk is kept as the image {image['ImageId']}" in out, out[-3000:]
+    state = lab_state(aws("ec2"), "shv")
+    assert state["instances"] == [] and state["addresses"] == [] and state["key_pairs"]
+    # Nothing at risk any more (no instance): no offer, nothing to do.
+    succeeded(run_playbook("teardown", cloud.env(), tmp_path, {**confirmed, "gpu_lab_keep_archive": "true"}), changed=0)
 
 
 def test_a_snapshot_left_by_no_image_is_a_left_over(cloud: Cloud, aws: Callable[..., Any], tmp_path: Path) -> None:

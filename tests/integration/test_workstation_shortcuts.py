@@ -135,6 +135,15 @@ def test_the_installed_collections_shortcuts_run_its_playbooks(project: dict[str
     states = [i["State"]["Name"] for r in aws("ec2").describe_instances()["Reservations"] for i in r["Instances"]]
     assert states == ["stopped"], states
 
+    # The installed collection's shelve.yml, by its name, from another folder.
+    shelved = shell(f"cd /tmp && ANSIBLE_COLLECTIONS_PATH={collections} {shlex.quote(playbook)} -i {inventory}"
+                    " csdl.gpu_lab.shelve")
+    assert shelved.returncode == 0, (shelved.stdout + shelved.stderr)[-4000:]
+    images = aws("ec2").describe_images(Owners=["self"], Filters=[{"Name": "tag:gpu_lab:shelf", "Values": ["true"]}])
+    assert [i["Tags"] for i in images["Images"]] and not aws("ec2").describe_addresses()["Addresses"]
+    states = [i["State"]["Name"] for r in aws("ec2").describe_instances()["Reservations"] for i in r["Instances"]]
+    assert states == ["terminated"], states
+
 
 def task_msg(output: str, name: str) -> list[str]:
     """The msg of the last task called name, from the json callback's output."""

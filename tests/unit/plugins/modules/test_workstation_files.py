@@ -7,7 +7,7 @@ fails with its sentence before any write, and the Jupyter token never appears in
 from __future__ import annotations
 
 import json
-import socket
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,16 +39,13 @@ def home(tmp_path: Path) -> Path:
     return home
 
 
-@pytest.fixture
-def port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def tree(home: Path) -> dict[str, tuple[str, bytes | None]]:
-    found = {}
+def tree(home: Path) -> dict[str, tuple[str, bytes | str | None]]:
+    """Every path under home: its kind and mode and its bytes (a link: its target)."""
+    found: dict[str, tuple[str, bytes | str | None]] = {}
     for path in sorted(home.rglob("*")):
+        if path.is_symlink():
+            found[str(path.relative_to(home))] = ("link", os.readlink(path))
+            continue
         mode = f"{'d' if path.is_dir() else 'f'}{path.lstat().st_mode & 0o7777:04o}"
         found[str(path.relative_to(home))] = (mode, None if path.is_dir() else path.read_bytes())
     return found

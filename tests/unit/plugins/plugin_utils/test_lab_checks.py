@@ -433,7 +433,8 @@ def test_what_an_existing_lab_needs_brought_in_line(checks, lab_of) -> None:
     rule = checks.ingress(["198.51.100.7/32"])
     assert rule == [{"protocol": "tcp", "from_port": 22, "to_port": 22, "cidrs": ["198.51.100.7/32"],
                      "ipv6_cidrs": [], "groups": 0}]
-    tags = {"gpu_lab:autostop_minutes": "60", "gpu_lab:idle_alarm": "false"}
+    tags = {"gpu_lab:autostop_minutes": "60", "gpu_lab:idle_alarm": "false",
+            "gpu_lab:shelve_after_days": "0"}
     same = found_of(security_group={"group_id": "sg-1", "ingress": rule}, key_pair={"name": "csdl-server"},
                     instance={"id": "i-1", "tags": tags})
     key = checks.KeyFile("400", False)

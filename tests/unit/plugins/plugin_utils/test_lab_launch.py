@@ -13,7 +13,8 @@ import pytest
 GPU = {"name": "g6.xlarge", "exists": True, "gpu_count": 1, "architectures": ["x86_64"]}
 IMAGE = {"image_id": "ami-0123456789abcdef0", "architecture": "x86_64", "root_size_gib": 75}
 RUNNING = {"id": "i-1", "state": "running", "type": "g6.xlarge", "zone": "us-east-1a",
-           "tags": {"gpu_lab:autostop_minutes": "60", "gpu_lab:idle_alarm": "false"}}
+           "tags": {"gpu_lab:autostop_minutes": "60", "gpu_lab:idle_alarm": "false",
+                    "gpu_lab:shelve_after_days": "0"}}
 
 
 def found_of(**more: Any) -> dict[str, Any]:

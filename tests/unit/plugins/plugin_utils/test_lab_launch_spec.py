@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-TAGS = {"gpu_lab:autostop_minutes": "60", "gpu_lab:idle_alarm": "false"}
+TAGS = {"gpu_lab:autostop_minutes": "60", "gpu_lab:idle_alarm": "false",
+        "gpu_lab:shelve_after_days": "0"}
 RUNNING = {"id": "i-1", "state": "running", "type": "g6.xlarge", "zone": "us-east-1a", "image": "ami-0aaaaaaaa",
            "tags": TAGS}
 ADDRESS = {"public_ip": "127.0.0.9", "allocation_id": "eipalloc-1", "instance_id": "i-1"}

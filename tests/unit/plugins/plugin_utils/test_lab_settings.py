@@ -20,7 +20,8 @@ def test_names_tags_and_candidates(plugin, tmp_path: Path) -> None:
         "localhost", values(tmp_path, ec2_gpu_host_tags={"gpu_lab:class": "bio"}, gpu_lab_class="bio"))
     assert (lab.key_name, lab.sg_name, lab.instance_name) == ("csdl-server", "csdl-ssh", "csdl-server")
     assert lab.tags == {"gpu_lab:class": "bio", "gpu_lab:lab": "csdl", "gpu_lab:managed_by": "csdl.gpu_lab"}
-    assert lab.recorded_tags == {"gpu_lab:autostop_minutes": "60", "gpu_lab:idle_alarm": "false"}
+    assert lab.recorded_tags == {"gpu_lab:autostop_minutes": "60", "gpu_lab:idle_alarm": "false",
+                                 "gpu_lab:shelve_after_days": "0"}
     assert lab.candidates == ["g6.xlarge", "g5.xlarge"]  # the wanted type first, once
     assert lab.confirm_word == "bio"
     assert lab.dlami_line == "latest"

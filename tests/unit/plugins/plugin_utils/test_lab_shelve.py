@@ -23,6 +23,12 @@ def found(instance=None, **more):
             **more}
 
 
+def lab_of(plugin, tmp_path: Path, days: str):
+    """A lab a1 whose gpu_lab_shelve_after_days is days."""
+    return plugin("plugin_utils.lab_settings").settings_of("a1", {
+        "ec2_gpu_host_lab_name": "a1", "ec2_gpu_host_home": str(tmp_path), "ec2_gpu_host_shelve_after_days": days})
+
+
 def test_shelve_is_one_call_and_says_what_it_costs_and_how_back(plugin, tmp_path: Path) -> None:
     run, calls = make_run(plugin, tmp_path, {"a1": found(STOPPED)}, {"labs": {"a1": SHELVED}})
     part = plugin("plugin_utils.lab_shelve").shelve_step(run)["a1"]
@@ -41,11 +47,9 @@ def test_a_lab_with_nothing_to_shelve_fails_and_asks_nothing(plugin, tmp_path: P
 
 def test_only_labs_stopped_past_their_days_are_due(plugin, tmp_path: Path) -> None:
     shelve = plugin("plugin_utils.lab_shelve")
-    lab_settings = plugin("plugin_utils.lab_settings")
 
     def lab(days: str):
-        return lab_settings.settings_of("a1", {"ec2_gpu_host_lab_name": "a1", "ec2_gpu_host_home": str(tmp_path),
-                                               "ec2_gpu_host_shelve_after_days": days})
+        return lab_of(plugin, tmp_path, days)
 
     now = NOW.replace(tzinfo=None)
     assert shelve.due(lab("7"), STOPPED, now) and not shelve.due(lab("10"), STOPPED, now)
@@ -73,3 +77,34 @@ def test_check_mode_only_says_what_it_would_do(plugin, tmp_path: Path) -> None:
     run, _calls = make_run(plugin, tmp_path, {"a1": found(STOPPED)}, planned, check_mode=True)
     part = plugin("plugin_utils.lab_shelve").shelve_step(run)["a1"]
     assert not part["changed"] and part["message"] == "Check mode: lab a1 would make an image of i-a; terminate i-a."
+
+
+def test_the_lab_s_recorded_days_apply_not_this_run_s(plugin, tmp_path: Path) -> None:
+    """A status run in another shell (or the workstation's timer) gives no -e: the days launch
+    recorded on the instance apply; this run's only for an instance that records none."""
+    shelve = plugin("plugin_utils.lab_shelve")
+
+    def lab(days: str):
+        return lab_of(plugin, tmp_path, days)
+
+    now = NOW.replace(tzinfo=None)
+    recorded = {**STOPPED, "tags": {"gpu_lab:shelve_after_days": "7"}}
+    assert lab("7").recorded_tags["gpu_lab:shelve_after_days"] == "7"
+    assert shelve.due(lab("0"), recorded, now)  # no -e here: the lab's 7 days have come
+    assert not shelve.due(lab("7"), {**recorded, "tags": {"gpu_lab:shelve_after_days": "0"}}, now)
+    assert shelve.due(lab("7"), {**recorded, "tags": {"gpu_lab:shelve_after_days": "x"}}, now)  # unreadable: this run's
+    assert shelve.differs_note(lab("0"), recorded) == ""  # nothing set here: nothing to say
+    assert shelve.differs_note(lab("7"), recorded) == ""
+    note = shelve.differs_note(lab("3"), {**recorded, "tags": {"gpu_lab:shelve_after_days": "0"}})
+    assert note.startswith("Lab a1 records gpu_lab_shelve_after_days=0 (from its launch), so status.yml never "
+                           "shelves it, not after 3: `ansible-playbook launch.yml -e gpu_lab_shelve_after_days=3`")
+
+
+def test_status_says_when_this_run_s_days_are_not_the_lab_s(plugin, tmp_path: Path) -> None:
+    stopped = {**STOPPED, "tags": {"gpu_lab:shelve_after_days": "30"}}  # stopped 9 days: not due for the lab
+    run, calls = make_run(plugin, tmp_path, {"a1": found(stopped)}, {}, ec2_gpu_host_shelve_after_days="7")
+    part = plugin("plugin_utils.lab_shelve").status_step(run, now=NOW)["a1"]
+    assert [args for _name, args in calls if args.get("state") == "shelved"] == []
+    assert not part["changed"] and part["status"]["state"] == "stopped"
+    assert part["status"]["warnings"][0].startswith("Lab a1 records gpu_lab_shelve_after_days=30 (from its launch), "
+                                                    "so status.yml shelves it after 30 days stopped, not after 7")
