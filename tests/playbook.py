@@ -51,6 +51,9 @@ def run_playbook(
                           timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
+QUIET = 1.5  # seconds of no output after a prompt's text: it reads now
+
+
 def controlling_terminal() -> None:
     """In the child, after setsid: make its stdin (the pty) the session's controlling terminal."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -62,12 +65,13 @@ def run_playbook_typing(
     home: Path,
     extra_vars: Mapping[str, object] | None,
     answers: Sequence[tuple[str, str]],
-    timeout: float = 600,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
     """run_playbook at a terminal (a pty for stdin and output, as a user's shell gives it): each
-    (text, reply) in turn waits for text in the output since the last reply, then types reply and
-    Enter. The output (stdout and stderr together, with the replies' echo) is the result's stdout;
-    an answer whose text never came fails the test, with the output."""
+    (text, reply) in turn waits for text in the output since the last reply and QUIET seconds
+    without output after it, then types reply and Enter. The output (stdout and stderr together,
+    with the replies' echo) is the result's stdout; an answer whose text never came fails the
+    test, with the output."""
     cmd, full_env = playbook_command(name, env, home, extra_vars)
     master, slave = pty.openpty()
     # A session of its own with the pty as its controlling terminal, as a login shell has it
@@ -76,10 +80,13 @@ def run_playbook_typing(
                             start_new_session=True, preexec_fn=controlling_terminal)
     os.close(slave)
     output, seen_from, pending = b"", 0, list(answers)
+    # Ansible's prompt shows its text, then drops what was typed before it reads (a terminal's
+    # typeahead): a reply waits until the output has been quiet for QUIET seconds after the text.
+    asked_at: float | None = None
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
+            ready, _, _ = select.select([master], [], [], 0.2)
             if ready:
                 try:
                     data = os.read(master, 65536)
@@ -88,8 +95,11 @@ def run_playbook_typing(
                 if not data:
                     break
                 output += data
-            if pending and pending[0][0].encode() in output[seen_from:]:
-                seen_from = len(output)
+                asked_at = time.monotonic() if asked_at is not None else None
+            if pending and asked_at is None and pending[0][0].encode() in output[seen_from:]:
+                asked_at = time.monotonic()
+            if pending and asked_at is not None and time.monotonic() - asked_at >= QUIET:
+                seen_from, asked_at = len(output), None
                 os.write(master, pending.pop(0)[1].encode() + b"\r")
             if not ready and proc.poll() is not None:
                 break

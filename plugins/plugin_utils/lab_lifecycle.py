@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_price_cache, lab_prices
@@ -36,6 +36,20 @@ def looked_up(run: Run, host: str, step: str) -> tuple[Found, dict[str, Any]] | 
     return dict(facts["resources"] or {}), dict(facts["lab"])
 
 
+LookedUp = tuple[str, LabSettings, Found, dict[str, Any]]
+
+
+def each_looked_up(run: Run, step: str, parts: dict[str, Part]) -> Iterator[LookedUp]:
+    """(host, lab, what find.yml found of it, the lab as it published it) for each lab of the run
+    that find looked up; a lab it did not gets its failed part in parts (find.yml runs first)."""
+    for host, lab in run.labs.items():
+        seen = looked_up(run, host, step)
+        if isinstance(seen, tuple):
+            yield host, lab, seen[0], seen[1]
+        else:
+            parts[host] = seen
+
+
 def call_labs(run: Run, specs: dict[str, dict[str, Any]], state: str) -> dict[str, Part]:
     """lab_host's answer for each host of ``specs``, in one call for all of them."""
     if not specs:
@@ -58,12 +72,7 @@ def start_step(run: Run) -> dict[str, Part]:
     the others start). A lab that already runs at its address makes no call."""
     parts: dict[str, Part] = {}
     specs: dict[str, dict[str, Any]] = {}
-    for host, lab in run.labs.items():
-        seen = looked_up(run, host, "start")
-        if not isinstance(seen, tuple):
-            parts[host] = seen
-            continue
-        found, published = seen
+    for host, lab, found, published in each_looked_up(run, "start", parts):
         instance = found.get("instance") or {}
         region = published["region"]
         if not instance:
@@ -135,12 +144,7 @@ def status_step(run: Run, now: Callable[[], dt.datetime] = lambda: dt.datetime.n
     this machine has none of the week (status_prices)."""
     parts: dict[str, Part] = {}
     prices = status_prices(run, now())
-    for host, lab in run.labs.items():
-        seen = looked_up(run, host, "status")
-        if not isinstance(seen, tuple):
-            parts[host] = seen
-            continue
-        found, published = seen
+    for host, lab, found, published in each_looked_up(run, "status", parts):
         parts[host] = ok(status=status_of(lab, published["region"], found, now().replace(tzinfo=None),
                                           prices=prices.get(host)))
     return parts
@@ -289,12 +293,7 @@ def confirm_teardown_step(run: Run) -> dict[str, Part]:
     the answer is wrong). Nothing is asked here: ansible.builtin.pause asks, once."""
     parts: dict[str, Part] = {}
     hosts = list(run.labs)
-    for host, lab in run.labs.items():
-        seen = looked_up(run, host, "teardown")
-        if not isinstance(seen, tuple):
-            parts[host] = seen
-            continue
-        found, published = seen
+    for host, lab, found, published in each_looked_up(run, "teardown", parts):
         existing = existing_of(lab, found)
         word = lab.confirm_word
         parts[host] = ok(existing=existing, confirm_word=word,
@@ -350,12 +349,7 @@ def teardown_step(run: Run) -> dict[str, Part]:
     parts: dict[str, Part] = {}
     specs: dict[str, dict[str, Any]] = {}
     archives: dict[str, dict[str, Any]] = {}
-    for host, lab in run.labs.items():
-        seen = looked_up(run, host, "teardown")
-        if not isinstance(seen, tuple):
-            parts[host] = seen
-            continue
-        found, published = seen
+    for host, lab, found, published in each_looked_up(run, "teardown", parts):
         keep = lab.keep_archive and bool(found.get("instance"))
         if keep:  # the disk is kept as the lab's shelf: the instance and address go with it
             archives[host] = {"lab": lab.name, "region": published["region"], "instance": found["instance"],

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_launch_local
-from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_lifecycle import call_labs, looked_up
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_lifecycle import call_labs, each_looked_up, looked_up
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_run import ModuleFailed, Part, Run, failed, ok
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_settings import LabSettings
 
@@ -244,12 +244,8 @@ def confirm_recover_step(run: Run) -> dict[str, Part]:
     parts: dict[str, Part] = {}
     specs: dict[str, dict[str, Any]] = {}
     published: dict[str, dict[str, Any]] = {}
-    for host, lab in run.labs.items():
-        seen = looked_up(run, host, "key recovery")
-        if not isinstance(seen, tuple):
-            parts[host] = seen
-            continue
-        found, published[host] = seen
+    for host, lab, found, seen in each_looked_up(run, "key recovery", parts):
+        published[host] = seen
         instance = found.get("instance") or {}
         specs[host] = {"lab": lab.name, "region": published[host]["region"], "key_name": lab.key_name,
                        "instance_id": instance.get("id", "")}

@@ -16,7 +16,7 @@ import datetime as dt
 from typing import Any
 
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils import lab_lifecycle
-from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_lifecycle import call_labs, hours_since, looked_up
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_lifecycle import call_labs, each_looked_up, hours_since
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_prices import SNAPSHOT_GIB_MONTH_USD, shelf_monthly
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_run import Part, Run, failed, ok
 from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_settings import SHELVE_AFTER_DAYS_TAG, LabSettings
@@ -37,12 +37,7 @@ def shelve_step(run: Run, due_only: bool = False,
     when = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     parts: dict[str, Part] = {}
     specs: dict[str, dict[str, Any]] = {}
-    for host, lab in run.labs.items():
-        seen = looked_up(run, host, "shelve")
-        if not isinstance(seen, tuple):
-            parts[host] = seen
-            continue
-        found, published = seen
+    for host, lab, found, published in each_looked_up(run, "shelve", parts):
         instance = found.get("instance") or {}
         if due_only and not due(lab, instance, when):
             parts[host] = ok(message="", shelf=found.get("shelf") or {}, planned=[])

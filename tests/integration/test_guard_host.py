@@ -30,6 +30,7 @@ from local_cloud.cloud import Cloud
 from local_cloud.course import make_course_repo
 from local_cloud.emulator import DLAMI_LINES, dlami_parameter_name
 from tests.playbook import changed_tasks, recaps, run_playbook
+from tests.standins import key_pair_file, standin_clients
 
 pytestmark = pytest.mark.hosts
 
@@ -145,23 +146,9 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[s
 
 @pytest.fixture(scope="module")
 def lab(cloud_session: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    import boto3
-
-    if not cloud_session.hosts:
-        pytest.skip(f"no stand-in hosts: {cloud_session.hosts_reason}")
-    cloud_session.emulator.reset()
-    cloud_session.controller.wait_settled()
-    cloud_session.controller.only(None)
-    env = cloud_session.env()
-    session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                            aws_session_token=env["AWS_SESSION_TOKEN"], region_name=env["AWS_DEFAULT_REGION"])
-    ec2 = session.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"])
-    ssm = session.client("ssm", endpoint_url=env["AWS_ENDPOINT_URL"])
+    ec2, ssm = standin_clients(cloud_session)
     workdir = tmp_path_factory.mktemp("guard_lab")
-    key = workdir / "guard-lab.pem"
-    key.write_text(ec2.create_key_pair(KeyName="guard-lab")["KeyMaterial"])
-    key.chmod(0o600)
+    key = key_pair_file(ec2, workdir, "guard-lab")
     url, _ = make_course_repo(cloud_session.controller.share_dir, name=COURSE)
     image = ssm.get_parameter(Name=dlami_parameter_name(DLAMI_LINES[0]))["Parameter"]["Value"]
     vpc = ec2.create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"]

@@ -44,6 +44,7 @@ import pytest
 from local_cloud.cloud import REPO, Cloud
 from local_cloud.emulator import DLAMI_LINES, dlami_parameter_name
 from tests.playbook import recap, run_playbook
+from tests.standins import emulator_client, key_pair_file, standin_clients
 
 CHECKER_PATH = REPO / "roles" / "idle_autostop" / "files" / "idle_check.py"
 
@@ -645,22 +646,9 @@ def _type_into_a_terminal(lab: Lab, name: str, seconds: float) -> None:
 @pytest.fixture(scope="module")
 def lab(cloud_session: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """Six stand-ins with the auto-stop, each with its scenario under way."""
-    import boto3
-
-    if not cloud_session.hosts:
-        pytest.skip(f"no stand-in hosts: {cloud_session.hosts_reason}")
-    cloud_session.emulator.reset()
-    cloud_session.controller.wait_settled()
-    env = cloud_session.env()
-    session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                            aws_session_token=env["AWS_SESSION_TOKEN"], region_name=env["AWS_DEFAULT_REGION"])
-    ec2 = session.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"])
-    ssm = session.client("ssm", endpoint_url=env["AWS_ENDPOINT_URL"])
+    ec2, ssm = standin_clients(cloud_session)
     workdir = tmp_path_factory.mktemp("idle_lab")
-    key = workdir / "idle-lab.pem"
-    key.write_text(ec2.create_key_pair(KeyName="idle-lab")["KeyMaterial"])
-    key.chmod(0o600)
+    key = key_pair_file(ec2, workdir, "idle-lab")
     lab = Lab(cloud_session, ec2, key, workdir / "known_hosts", workdir / "home", workdir, {})
     try:
         for name, (iid, ip, alloc) in zip(SCENARIOS, _launch(cloud_session, ec2, ssm, "idle-lab", len(SCENARIOS)),
@@ -676,7 +664,7 @@ def lab(cloud_session: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Itera
         started = time.monotonic()
         lab.playbook(SITE)
         print(f"\n[idle lab] six hosts configured in {time.monotonic() - started:.0f} s", file=sys.stderr)
-        lab.watch = Watch(session.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"]), lab.hosts)
+        lab.watch = Watch(emulator_client(cloud_session, "ec2"), lab.hosts)
         lab.watch.start()
 
         lab.kicked["idle"] = time.time()

@@ -33,6 +33,7 @@ from local_cloud.imds import ImdsService
 from local_cloud.standin import net
 from tests.integration.test_idle_autostop import Lab, LabHost, checker
 from tests.playbook import changed_tasks, recaps
+from tests.standins import key_pair_file, standin_clients
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 SPOT = {"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"}}
@@ -327,23 +328,9 @@ def _launch(cloud: Cloud, ec2: Any, ssm: Any) -> dict[str, LabHost]:
 @pytest.fixture(scope="module")
 def lab(cloud_session: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpotLab]:
     """Three stand-ins with the auto-stop; the restart host interrupted and back at once."""
-    import boto3
-
-    if not cloud_session.hosts:
-        pytest.skip(f"no stand-in hosts: {cloud_session.hosts_reason}")
-    cloud_session.emulator.reset()
-    cloud_session.controller.wait_settled()
-    cloud_session.controller.only(None)
-    env = cloud_session.env()
-    session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                            aws_session_token=env["AWS_SESSION_TOKEN"], region_name=env["AWS_DEFAULT_REGION"])
-    ec2 = session.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"])
-    ssm = session.client("ssm", endpoint_url=env["AWS_ENDPOINT_URL"])
+    ec2, ssm = standin_clients(cloud_session)
     workdir = tmp_path_factory.mktemp("spot_lab")
-    key = workdir / "spot-lab.pem"
-    key.write_text(ec2.create_key_pair(KeyName="spot-lab")["KeyMaterial"])
-    key.chmod(0o600)
+    key = key_pair_file(ec2, workdir, "spot-lab")
     lab = SpotLab(cloud_session, ec2, key, workdir / "known_hosts", workdir / "home", workdir, {})
     try:
         lab.hosts = _launch(cloud_session, ec2, ssm)
