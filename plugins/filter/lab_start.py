@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-TRUE = ("1", "true", "yes", "on", "y")
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_settings import as_bool
 
 
 def lab_start_plan(instance: Mapping[str, Any], wait_minutes: Any, change_type: Any) -> str:
@@ -21,7 +21,7 @@ def lab_start_plan(instance: Mapping[str, Any], wait_minutes: Any, change_type: 
         return (f"{head} AWS interrupted this spot instance, and only AWS can start it again when it has capacity in "
                 f"{instance.get('zone', '')}: start.yml waits up to {wait_minutes} minute(s) for that.")
     spot = instance.get("market") == "spot"
-    change = str(change_type).strip().lower() in TRUE and not spot
+    change = as_bool(change_type) and not spot
     then = ", then changes the stopped instance to a fallback type its zone offers" if change else ""
     return (f"{head} If AWS has no capacity for it in {instance.get('zone', '')}, start.yml tries again for up to "
             f"{wait_minutes} minute(s){then}.")

@@ -14,15 +14,12 @@ from ansible_collections.csdl.gpu_lab.plugins.filter.jupyter_server import (
     jupyter_server_guard_refusal,
     jupyter_server_unsaved_text,
 )
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_prices import SNAPSHOT_GIB_MONTH_USD
+from ansible_collections.csdl.gpu_lab.plugins.plugin_utils.lab_settings import as_bool
 
-TRUE = ("1", "true", "yes", "on", "y")
 KEEP_WORD = "keep"
 KEEP_HINT = "-e gpu_lab_keep_archive=true to keep the disk as an image (a few dollars a month)"
 FORCE_HINT = "-e gpu_lab_force_teardown=true"
-
-
-def _on(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in TRUE
 
 
 def lab_teardown_risk(lab: Mapping[str, Any], instance: Mapping[str, Any] | None, work: Mapping[str, Any] | None,
@@ -32,9 +29,9 @@ def lab_teardown_risk(lab: Mapping[str, Any], instance: Mapping[str, Any] | None
     an instance, when forced, or when the disk is kept (gpu_lab_keep_archive)."""
     name = str(lab.get("name", ""))
     safe = {"at_risk": False, "lab": name, "what": "", "refusal": ""}
-    if not instance or _on(force) or _on(keep):
+    if not instance or as_bool(force) or as_bool(keep):
         return safe
-    if not _on(lab.get("ssh_ready", False)):
+    if not as_bool(lab.get("ssh_ready", False)):
         state = str(instance.get("state", ""))
         why = f"is {state}" if state != "running" else "does not answer SSH"
         first = "run start.yml" if state != "running" else "make it answer (status.yml says why it does not)"
@@ -59,8 +56,8 @@ def lab_keep_offer(risks: Iterable[Mapping[str, Any] | None]) -> str:
         return ""
     whose = "its disk" if len(at_risk) == 1 else f"the disks of {', '.join(str(r['lab']) for r in at_risk)}"
     return (f"Teardown deletes the disk, and {'; '.join(str(r['what']) for r in at_risk)}. Type {KEEP_WORD} to keep "
-            f"{whose} as an image instead (everything else goes; the snapshots cost about $0.05 per GiB-month, "
-            "status.yml lists them and launch.yml brings the lab back), or press Enter to stop here")
+            f"{whose} as an image instead (everything else goes; the snapshots cost about ${SNAPSHOT_GIB_MONTH_USD} "
+            "per GiB-month, status.yml lists them and launch.yml brings the lab back), or press Enter to stop here")
 
 
 def lab_keep_chosen(answer: Any) -> bool:
